@@ -1,0 +1,55 @@
+"""The Flask application factory: settings in, a wired app out, no I/O at import time."""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask
+
+from api import auth, credentials, health, jobs, openapi, targets, users
+from api.context import Platform
+from api.errors import register_error_handlers
+from api.extensions import jwt, limiter, sock
+from common.config import Settings
+from common.crypto import SecretBox
+from common.db import Database
+
+log = logging.getLogger(__name__)
+
+BLUEPRINTS = (auth.bp, users.bp, credentials.bp, targets.bp, jobs.bp, health.bp, openapi.bp)
+
+
+def create_app(settings: Settings | None = None, *, db: Database | None = None, dispatcher: Any = None,
+               events: Any = None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config.update(
+        JWT_SECRET_KEY=settings.jwt_secret_key,
+        JWT_ACCESS_TOKEN_EXPIRES=timedelta(minutes=settings.access_token_minutes),
+        JWT_REFRESH_TOKEN_EXPIRES=timedelta(days=settings.refresh_token_days),
+        JWT_TOKEN_LOCATION=["headers"],
+        JWT_ALGORITHM="HS256",
+        JWT_DECODE_ALGORITHMS=["HS256"],
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        RATELIMIT_ENABLED=settings.rate_limits_enabled,
+        RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
+        RATELIMIT_HEADERS_ENABLED=True,
+        RATELIMIT_SWALLOW_ERRORS=True,
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
+        SOCK_SERVER_OPTIONS={"ping_interval": 25},
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False
+    app.extensions["opsconductor"] = Platform(
+        settings=settings, db=db or Database(settings.database_url), box=SecretBox(settings.secret_key),
+        dispatcher=dispatcher, events=events)
+
+    jwt.init_app(app)
+    auth.register_jwt_handlers()
+    limiter.init_app(app)
+    sock.init_app(app)
+    register_error_handlers(app)
+    for bp in BLUEPRINTS:
+        app.register_blueprint(bp)
+    return app

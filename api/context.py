@@ -1,0 +1,33 @@
+"""What a request needs from the running platform: settings, database, secrets, dispatcher, event bus."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+from sqlalchemy.orm import Session
+
+from common.config import Settings
+from common.crypto import SecretBox
+from common.db import Database
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    db: Database
+    box: SecretBox
+    dispatcher: Any = None  # api.dispatch.Dispatcher
+    events: Any = None  # common.events.EventBus
+
+
+def platform() -> Platform:
+    return current_app.extensions["opsconductor"]
+
+
+@contextmanager
+def transaction() -> Iterator[Session]:
+    with platform().db.session() as session:
+        yield session

@@ -1,0 +1,106 @@
+"""The one error envelope {error, message, details}, for every failure on every route."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify, request
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from common import errors as domain
+
+log = logging.getLogger(__name__)
+
+DOMAIN_STATUS = {
+    domain.ValidationFailed: 422,
+    domain.NotFound: 404,
+    domain.BadRequest: 400,
+    domain.Conflict: 409,
+    domain.Forbidden: 403,
+    domain.Unauthorized: 401,
+}
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    500: "internal_error",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, details: dict[str, Any] | None = None, error: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.error = error or HTTP_CODES.get(status, "error")
+        self.message = message
+        self.details = details or {}
+
+
+def error_response(status: int, message: str, details: dict[str, Any] | None = None, error: str | None = None):
+    body = {"error": error or HTTP_CODES.get(status, "error"), "message": message, "details": details or {}}
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def pydantic_details(exc: ValidationError, *, location: str | None = None) -> dict[str, Any]:
+    """Name the first offending field (dotted path) and list every problem."""
+    problems = []
+    for err in exc.errors(include_url=False, include_context=False):
+        field = ".".join(str(p) for p in err["loc"]) or (location or "body")
+        item = {"field": field, "message": err["msg"], "type": err["type"]}
+        if "input" in err and err["type"] != "missing" and isinstance(err["input"], (str, int, float, bool)):
+            item["received"] = err["input"]
+        problems.append(item)
+    first = problems[0] if problems else {"field": location or "body"}
+    details: dict[str, Any] = {"field": first["field"], "errors": problems}
+    if "received" in first:
+        details["received"] = first["received"]
+    return details
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return error_response(exc.status, exc.message, exc.details, exc.error)
+
+    @app.errorhandler(domain.DomainError)
+    def _domain_error(exc: domain.DomainError):
+        status = DOMAIN_STATUS.get(type(exc), 400)
+        return error_response(status, exc.message, exc.details, exc.code)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        status = exc.code or 500
+        details: dict[str, Any] = {}
+        message = exc.description or exc.name
+        if status == 404:
+            message = f"No route for {request.method} {request.path}" if request.url_rule is None else message
+        elif status == 405:
+            details["allowed_methods"] = sorted(exc.valid_methods or [])
+            message = f"Method {request.method} not allowed on {request.path}"
+        elif status == 413:
+            limit = app.config.get("MAX_CONTENT_LENGTH")
+            message = "Request body too large"
+            details["max_bytes"] = limit
+        elif status == 429:
+            message = "Rate limit exceeded; retry after the time in the Retry-After header"
+            details["limit"] = str(exc.description)
+        response = error_response(status, message, details)
+        if status == 405 and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error method=%s path=%s", request.method, request.path)
+        return error_response(500, "Internal server error; the incident has been logged", {})

@@ -1,0 +1,49 @@
+"""Per-user rate limits (per IP before login), shared across API processes through Redis."""
+from __future__ import annotations
+
+from flask import current_app, request
+from flask_jwt_extended import get_jwt, verify_jwt_in_request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+
+def _claims() -> dict | None:
+    """The verified token's claims, or None for anonymous/invalid requests (those are limited per IP)."""
+    try:
+        verify_jwt_in_request(optional=True)
+        return get_jwt() or None
+    except Exception:  # an invalid token is the view's 401 to give; here it just means "no identity"
+        return None
+
+
+def rate_limit_key() -> str:
+    claims = _claims()
+    if claims and claims.get("sub"):
+        return f"user:{claims['sub']}"
+    return f"ip:{get_remote_address()}"
+
+
+def rate_limit_value() -> str:
+    settings = current_app.extensions["opsconductor"].settings
+    claims = _claims()
+    if claims and claims.get("role") == "admin":
+        return settings.rate_limit_admin
+    return settings.rate_limit_standard
+
+
+def login_limit_value() -> str:
+    return current_app.extensions["opsconductor"].settings.rate_limit_login
+
+
+def _exempt() -> bool:
+    return not request.path.startswith("/api/")
+
+
+limiter = Limiter(
+    key_func=rate_limit_key,
+    default_limits=[rate_limit_value],
+    default_limits_exempt_when=_exempt,
+    headers_enabled=True,
+    key_prefix="opsconductor",
+    strategy="fixed-window",
+)

@@ -1,0 +1,59 @@
+"""Shared schema pieces: strict input base, RFC 3339 UTC timestamps, errors and pagination."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+
+def rfc3339(value: datetime) -> str:
+    value = value.astimezone(timezone.utc)
+    spec = "milliseconds" if value.microsecond else "seconds"
+    return value.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+
+
+UTCTime = Annotated[datetime, PlainSerializer(rfc3339, return_type=str, when_used="json")]
+
+
+class InModel(BaseModel):
+    """Request bodies: unknown fields are rejected so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class OutModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(examples=["validation_error"])
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class PaginationOut(BaseModel):
+    page: int
+    per_page: int
+    total: int
+    pages: int
+    has_next: bool
+    has_prev: bool
+
+
+T = TypeVar("T")
+
+
+class PageOut(BaseModel, Generic[T]):
+    data: list[T]
+    pagination: PaginationOut
+
+
+class PageQuery(InModel):
+    page: int = Field(1, ge=1)
+    per_page: int = Field(20, ge=1, le=100)
+    order: Literal["asc", "desc"] = "desc"
+
+
+class MessageOut(BaseModel):
+    message: str

@@ -1,0 +1,142 @@
+"""Settings read once from the environment; production refuses to start on default secrets."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from common.errors import ConfigError
+
+_MIN_SECRET_LEN = 32
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All configuration in one place. Build with `Settings.from_env()` or directly in tests."""
+
+    database_url: str
+    jwt_secret_key: str
+    secret_key: str  # Fernet key material for stored credentials
+    redis_url: str | None = None  # None: in-memory broker, in-process events, in-memory limits
+    embedded: bool = False
+    var_dir: str = "var"
+    admin_username: str | None = None
+    admin_password: str | None = None
+    access_token_minutes: int = 60
+    refresh_token_days: int = 30
+    rate_limit_standard: str = "100 per minute"
+    rate_limit_admin: str = "500 per minute"
+    rate_limit_login: str = "20 per minute"
+    rate_limits_enabled: bool = True
+    max_body_bytes: int = 1024 * 1024
+    output_cap_bytes: int = 1024 * 1024
+    ssh_connect_timeout: float = 10.0
+    default_action_timeout: float = 3600.0
+    heartbeat_seconds: float = 2.0
+    worker_lost_seconds: float = 15.0
+    dispatch_grace_seconds: float = 10.0
+    sweep_interval_seconds: float = 5.0
+    ssh_pool_idle_seconds: float = 60.0
+    worker_concurrency: int = 32
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def broker_url(self) -> str:
+        return self.redis_url or "memory://"
+
+    def with_overrides(self, **kwargs) -> "Settings":
+        return replace(self, **kwargs)
+
+    @classmethod
+    def from_env(cls, *, embedded: bool | None = None) -> "Settings":
+        """Read the environment. Embedded mode (SQLite in ./var, generated secrets) is the default
+        when no DATABASE_URL is given; otherwise real secrets are required."""
+        if embedded is None:
+            embedded = _env_bool("OPSCONDUCTOR_EMBEDDED", not os.environ.get("DATABASE_URL"))
+        var_dir = os.environ.get("OPSCONDUCTOR_VAR_DIR", "var")
+        database_url = os.environ.get("DATABASE_URL") or ""
+        jwt_secret = os.environ.get("JWT_SECRET_KEY") or ""
+        secret_key = os.environ.get("OPSCONDUCTOR_SECRET_KEY") or ""
+        if embedded:
+            Path(var_dir).mkdir(parents=True, exist_ok=True)
+            database_url = database_url or f"sqlite:///{Path(var_dir).resolve() / 'opsconductor.db'}"
+            kept = _kept_secrets(Path(var_dir))
+            jwt_secret = jwt_secret or kept["jwt_secret_key"]
+            secret_key = secret_key or kept["secret_key"]
+        else:
+            missing = [n for n, v in (("DATABASE_URL", database_url), ("JWT_SECRET_KEY", jwt_secret),
+                                      ("OPSCONDUCTOR_SECRET_KEY", secret_key)) if not v]
+            if missing:
+                raise ConfigError(f"production mode needs {', '.join(missing)} (or set OPSCONDUCTOR_EMBEDDED=1)")
+            for name, value in (("JWT_SECRET_KEY", jwt_secret), ("OPSCONDUCTOR_SECRET_KEY", secret_key)):
+                if len(value) < _MIN_SECRET_LEN or value.lower() in {"changeme", "secret", "change-me"}:
+                    raise ConfigError(f"{name} must be a random value of at least {_MIN_SECRET_LEN} characters")
+        return cls(
+            database_url=database_url,
+            jwt_secret_key=jwt_secret,
+            secret_key=secret_key,
+            redis_url=os.environ.get("REDIS_URL") or None,
+            embedded=embedded,
+            var_dir=var_dir,
+            admin_username=os.environ.get("OPSCONDUCTOR_ADMIN_USERNAME") or None,
+            admin_password=os.environ.get("OPSCONDUCTOR_ADMIN_PASSWORD") or None,
+            access_token_minutes=_env_int("JWT_ACCESS_TOKEN_MINUTES", 60),
+            refresh_token_days=_env_int("JWT_REFRESH_TOKEN_DAYS", 30),
+            rate_limit_standard=os.environ.get("RATE_LIMIT_STANDARD", "100 per minute"),
+            rate_limit_admin=os.environ.get("RATE_LIMIT_ADMIN", "500 per minute"),
+            rate_limit_login=os.environ.get("RATE_LIMIT_LOGIN", "20 per minute"),
+            rate_limits_enabled=_env_bool("RATE_LIMITS_ENABLED", True),
+            max_body_bytes=_env_int("MAX_BODY_BYTES", 1024 * 1024),
+            output_cap_bytes=_env_int("OUTPUT_CAP_BYTES", 1024 * 1024),
+            ssh_connect_timeout=_env_float("SSH_CONNECT_TIMEOUT", 10.0),
+            default_action_timeout=_env_float("DEFAULT_ACTION_TIMEOUT", 3600.0),
+            heartbeat_seconds=_env_float("HEARTBEAT_SECONDS", 2.0),
+            worker_lost_seconds=_env_float("WORKER_LOST_SECONDS", 15.0),
+            dispatch_grace_seconds=_env_float("DISPATCH_GRACE_SECONDS", 10.0),
+            sweep_interval_seconds=_env_float("SWEEP_INTERVAL_SECONDS", 5.0),
+            ssh_pool_idle_seconds=_env_float("SSH_POOL_IDLE_SECONDS", 60.0),
+            worker_concurrency=_env_int("WORKER_CONCURRENCY", 32),
+        )
+
+
+def _kept_secrets(var_dir: Path) -> dict[str, str]:
+    """Generate the embedded default's secrets once and keep them, so restarts keep tokens and credentials valid."""
+    path = var_dir / "secrets.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from cryptography.fernet import Fernet
+
+    values = {"jwt_secret_key": secrets.token_urlsafe(48), "secret_key": Fernet.generate_key().decode()}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(values, fh)
+    return values

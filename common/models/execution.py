@@ -1,0 +1,93 @@
+"""Executions, their branches (one per target) and the per-action steps of each branch."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from common.models.base import Base, UTCDateTime, new_uuid, utcnow
+
+
+class Execution(Base):
+    __tablename__ = "executions"
+    __table_args__ = (
+        UniqueConstraint("job_id", "execution_number"),
+        Index("ix_executions_started_at", "started_at"),
+        Index("ix_executions_job_started", "job_id", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    execution_uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
+    execution_serial: Mapped[str] = mapped_column(String(40), unique=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="RESTRICT"))
+    execution_number: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[str] = mapped_column(String(16), default="manual")  # manual | schedule
+    triggered_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    job = relationship("Job", lazy="raise")
+    branches: Mapped[list["Branch"]] = relationship(order_by="Branch.branch_number", lazy="raise",
+                                                    back_populates="execution")
+
+
+class Branch(Base):
+    __tablename__ = "branches"
+    __table_args__ = (
+        UniqueConstraint("execution_id", "branch_number"),
+        Index("ix_branches_target_started", "target_id", "started_at"),
+        Index("ix_branches_active", "status", "queued_at",
+              postgresql_where=text("status IN ('queued', 'running')"),
+              sqlite_where=text("status IN ('queued', 'running')")),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    branch_uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
+    branch_serial: Mapped[str] = mapped_column(String(48), unique=True)
+    execution_id: Mapped[int] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    branch_number: Mapped[int]
+    target_id: Mapped[int] = mapped_column(ForeignKey("targets.id", ondelete="RESTRICT"))
+    target_serial_ref: Mapped[str] = mapped_column(String(24))
+    queue: Mapped[str] = mapped_column(String(64), default="default")
+    status: Mapped[str] = mapped_column(String(16))
+    error_type: Mapped[str | None] = mapped_column(String(32))
+    exit_code: Mapped[int | None]
+    result_output: Mapped[str | None] = mapped_column(Text)
+    result_error: Mapped[str | None] = mapped_column(Text)
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    duration: Mapped[float | None]
+    worker: Mapped[str | None] = mapped_column(String(255))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    execution: Mapped[Execution] = relationship(lazy="raise", back_populates="branches")
+    target = relationship("Target", lazy="raise")
+    steps: Mapped[list["BranchStep"]] = relationship(order_by="BranchStep.position", lazy="raise")
+
+    @property
+    def branch_id(self) -> str:
+        return f"{self.branch_number:03d}"
+
+
+class BranchStep(Base):
+    __tablename__ = "branch_steps"
+    __table_args__ = (UniqueConstraint("branch_id", "position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    branch_id: Mapped[int] = mapped_column(ForeignKey("branches.id", ondelete="CASCADE"))
+    position: Mapped[int]
+    action_name: Mapped[str] = mapped_column(String(255))
+    action_type: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    exit_code: Mapped[int | None]
+    stdout: Mapped[str | None] = mapped_column(Text)
+    stderr: Mapped[str | None] = mapped_column(Text)
+    error_type: Mapped[str | None] = mapped_column(String(32))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    duration: Mapped[float | None]

@@ -1,0 +1,109 @@
+"""Hierarchical serials: J2025 0001 . 0001 . 0001. Parsing is pure; allocation uses an atomic
+per-scope counter row bumped inside the caller's transaction (row lock on PostgreSQL)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from common.errors import ValidationFailed
+
+JOB_RE = re.compile(r"^J(\d{4})(\d{4,})$")
+TARGET_RE = re.compile(r"^T(\d{4})(\d{4,})$")
+EXECUTION_RE = re.compile(r"^J\d{4}\d{4,}\.\d{4,}$")
+BRANCH_RE = re.compile(r"^J\d{4}\d{4,}\.\d{4,}\.\d{4,}$")
+
+FORMATS = {
+    "job_serial": ("J20250001", re.compile(r"^J\d{8,}$")),
+    "target_serial": ("T20250001", re.compile(r"^T\d{8,}$")),
+    "execution_serial": ("J20250001.0001", EXECUTION_RE),
+    "branch_serial": ("J20250001.0001.0001", BRANCH_RE),
+}
+
+
+def _number(n: int) -> str:
+    return f"{n:04d}"
+
+
+def job_serial(year: int, seq: int) -> str:
+    return f"J{year:04d}{_number(seq)}"
+
+
+def target_serial(year: int, seq: int) -> str:
+    return f"T{year:04d}{_number(seq)}"
+
+
+def execution_serial(job_serial_: str, number: int) -> str:
+    return f"{job_serial_}.{_number(number)}"
+
+
+def branch_serial(execution_serial_: str, number: int) -> str:
+    return f"{execution_serial_}.{_number(number)}"
+
+
+def branch_id(number: int) -> str:
+    return f"{number:03d}"
+
+
+def is_valid(kind: str, value: str) -> bool:
+    return bool(FORMATS[kind][1].match(value))
+
+
+def require(kind: str, value: str) -> str:
+    """Raise the reference's 422 details when `value` is not a well-formed serial of `kind`."""
+    expected, pattern = FORMATS[kind]
+    if not isinstance(value, str) or not pattern.match(value):
+        label = kind.replace("_", " ")
+        raise ValidationFailed(
+            f"Invalid {label} format",
+            {"field": kind, "expected_format": expected, "received": value},
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class ParsedSerial:
+    kind: str  # job | execution | branch
+    job: str
+    execution: str | None
+    branch: str | None
+
+
+def parse(value: str) -> ParsedSerial | None:
+    """Classify a job/execution/branch serial, or None when malformed."""
+    if BRANCH_RE.match(value):
+        j, e, _ = value.split(".")
+        return ParsedSerial("branch", j, f"{j}.{e}", value)
+    if EXECUTION_RE.match(value):
+        return ParsedSerial("execution", value.split(".")[0], value, None)
+    if FORMATS["job_serial"][1].match(value):
+        return ParsedSerial("job", value, None, None)
+    return None
+
+
+def next_in_scope(session: Session, scope: str) -> int:
+    """Atomically take the next number of `scope` (e.g. "J2026"); concurrent callers block on the row."""
+    from common.models import SerialCounter
+
+    bump = update(SerialCounter).where(SerialCounter.scope == scope).values(value=SerialCounter.value + 1)
+    value = session.execute(bump.returning(SerialCounter.value)).scalar_one_or_none()
+    if value is not None:
+        return value
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    session.execute(dialect_insert(SerialCounter).values(scope=scope, value=0).on_conflict_do_nothing())
+    return session.execute(bump.returning(SerialCounter.value)).scalar_one()
+
+
+def allocate_job_serial(session: Session, created_at: datetime) -> str:
+    return job_serial(created_at.year, next_in_scope(session, f"J{created_at.year}"))
+
+
+def allocate_target_serial(session: Session, created_at: datetime) -> str:
+    return target_serial(created_at.year, next_in_scope(session, f"T{created_at.year}"))

@@ -1,0 +1,120 @@
+"""Jobs: creation with ordered actions and default targets, listing, update, archive."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from common import serials
+from common.errors import Conflict, ValidationFailed
+from common.models import Job, JobAction, Target, job_targets, utcnow
+from common.services.pagination import Page, PageRequest, contains, paginate
+from common.services.refs import job_by_ref
+from common.statuses import JobStatus
+
+SORTABLE = {"created_at": Job.created_at, "updated_at": Job.updated_at, "name": Job.name,
+            "job_serial": Job.job_serial, "status": Job.status, "scheduled_at": Job.scheduled_at, "id": Job.id}
+
+
+def resolve_targets(session: Session, target_ids: list[int], field: str = "target_ids") -> list[Target]:
+    """Targets by id in the given order; every id must exist, be live and enabled."""
+    if len(set(target_ids)) != len(target_ids):
+        raise ValidationFailed("target_ids contains duplicates", {"field": field, "received": target_ids})
+    found = {t.id: t for t in session.scalars(select(Target).where(Target.id.in_(target_ids)))}
+    missing = [i for i in target_ids if i not in found]
+    if missing:
+        raise ValidationFailed("Unknown target ids", {"field": field, "received": missing})
+    archived = [i for i in target_ids if found[i].archived_at is not None]
+    if archived:
+        raise ValidationFailed("Archived targets cannot run", {"field": field, "received": archived})
+    return [found[i] for i in target_ids]
+
+
+def _check_schedule(scheduled_at: datetime | None) -> None:
+    if scheduled_at is not None and scheduled_at <= utcnow():
+        raise ValidationFailed("scheduled_at must be in the future",
+                               {"field": "scheduled_at", "received": scheduled_at.isoformat()})
+
+
+def _set_actions(job: Job, actions: list[dict]) -> None:
+    job.actions = [JobAction(position=i + 1, **a) for i, a in enumerate(actions)]
+
+
+def _set_targets(session: Session, job: Job, target_ids: list[int]) -> None:
+    resolve_targets(session, target_ids)
+    session.execute(delete(job_targets).where(job_targets.c.job_id == job.id))
+    if target_ids:
+        session.execute(insert(job_targets), [{"job_id": job.id, "target_id": t, "position": i + 1}
+                                              for i, t in enumerate(target_ids)])
+
+
+def create_job(session: Session, values: dict, *, user_id: int | None) -> Job:
+    scheduled_at = values.get("scheduled_at")
+    _check_schedule(scheduled_at)
+    target_ids = values.get("target_ids") or []
+    if scheduled_at is not None and not target_ids:
+        raise ValidationFailed("A scheduled job needs target_ids", {"field": "target_ids"})
+    now = utcnow()
+    job = Job(name=values["name"], description=values.get("description"),
+              job_type=values.get("job_type") or "command", scheduled_at=scheduled_at,
+              status=JobStatus.SCHEDULED if scheduled_at else JobStatus.READY, created_by=user_id,
+              created_at=now, updated_at=now, job_serial=serials.allocate_job_serial(session, now))
+    _set_actions(job, values["actions"])
+    session.add(job)
+    session.flush()
+    _set_targets(session, job, target_ids)
+    session.flush()
+    session.refresh(job, ["targets"])
+    return job
+
+
+def live_job(session: Session, ref: str) -> Job:
+    job = job_by_ref(session, ref)
+    if job.archived_at is not None:
+        raise Conflict("Job is archived", {"job_serial": job.job_serial})
+    return job
+
+
+def update_job(session: Session, ref: str, values: dict) -> Job:
+    job = live_job(session, ref)
+    for key in ("name", "description", "job_type"):
+        if key in values:
+            setattr(job, key, values[key])
+    if "actions" in values:
+        _set_actions(job, values["actions"])
+    if "target_ids" in values:
+        _set_targets(session, job, values["target_ids"] or [])
+    if "scheduled_at" in values:
+        _check_schedule(values["scheduled_at"])
+        job.scheduled_at = values["scheduled_at"]
+        job.schedule_fired_at = None
+        if job.scheduled_at is not None:
+            job.status = JobStatus.SCHEDULED
+        elif job.status == JobStatus.SCHEDULED:
+            job.status = JobStatus.READY
+    if job.status == JobStatus.SCHEDULED and not session.scalar(
+            select(job_targets.c.target_id).where(job_targets.c.job_id == job.id).limit(1)):
+        raise ValidationFailed("A scheduled job needs target_ids", {"field": "target_ids"})
+    job.updated_at = utcnow()
+    session.flush()
+    session.refresh(job, ["targets", "actions"])
+    return job
+
+
+def archive_job(session: Session, ref: str) -> None:
+    job = live_job(session, ref)
+    job.archived_at = utcnow()
+    session.flush()
+
+
+def list_jobs(session: Session, req: PageRequest, *, status: str | None = None, name: str | None = None,
+              job_type: str | None = None) -> Page:
+    stmt = select(Job).where(Job.archived_at.is_(None))
+    if status:
+        stmt = stmt.where(Job.status == status)
+    if job_type:
+        stmt = stmt.where(Job.job_type == job_type)
+    if name:
+        stmt = stmt.where(contains(Job.name, name))
+    return paginate(session, stmt, req, SORTABLE, Job.id)

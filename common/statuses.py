@@ -1,0 +1,59 @@
+"""Closed sets of statuses with their groups and the transitions the engine allows."""
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    VIEWER = "viewer"
+
+
+class JobStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    READY = "ready"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ExecutionStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class BranchStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+class ErrorType(StrEnum):
+    UNREACHABLE = "unreachable"
+    AUTH_FAILED = "auth_failed"
+    HOST_KEY_MISMATCH = "host_key_mismatch"
+    TIMEOUT = "timeout"
+    COMMAND_FAILED = "command_failed"
+    WORKER_LOST = "worker_lost"
+    CANCELLED = "cancelled"
+
+
+BRANCH_TERMINAL = frozenset({BranchStatus.COMPLETED, BranchStatus.FAILED, BranchStatus.TIMED_OUT, BranchStatus.CANCELLED})
+BRANCH_ACTIVE = frozenset({BranchStatus.QUEUED, BranchStatus.RUNNING})
+EXECUTION_TERMINAL = frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED})
+
+BRANCH_TRANSITIONS: dict[BranchStatus, frozenset[BranchStatus]] = {
+    BranchStatus.QUEUED: frozenset({BranchStatus.RUNNING, BranchStatus.CANCELLED, BranchStatus.FAILED}),
+    BranchStatus.RUNNING: BRANCH_TERMINAL,
+}
+
+
+def can_transition(current: BranchStatus | str, new: BranchStatus | str) -> bool:
+    return BranchStatus(new) in BRANCH_TRANSITIONS.get(BranchStatus(current), frozenset())

@@ -1,0 +1,72 @@
+"""The interface every runner (SSH, local) implements; outcomes are data, not exceptions."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ConnectionSpec:
+    """Everything a runner needs to reach one target. Secrets are already decrypted."""
+
+    host: str
+    port: int = 22
+    username: str = "root"
+    password: str | None = None
+    private_key: str | None = None  # PEM / OpenSSH private key text
+    passphrase: str | None = None
+    known_host_key: str | None = None  # "ssh-ed25519 AAAA..." pinned on first use; None = trust on first use
+    connect_timeout: float = 10.0
+    credential_version: str = ""  # changes whenever the credential changes (pool key)
+
+    def __repr__(self) -> str:  # never show secrets
+        return f"ConnectionSpec(host={self.host!r}, port={self.port}, username={self.username!r})"
+
+
+@dataclass
+class StepResult:
+    """Outcome of one action. error_type is None on success."""
+
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    error_type: str | None  # unreachable|auth_failed|host_key_mismatch|timeout|command_failed|cancelled
+    error_message: str | None
+    started_at: datetime
+    completed_at: datetime
+
+    @property
+    def duration(self) -> float:
+        return (self.completed_at - self.started_at).total_seconds()
+
+
+class ConnectError(Exception):
+    """The runner never reached the point where a command could run (safe to report, never retried blindly)."""
+
+    def __init__(self, error_type: str, message: str):
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+class Session(Protocol):
+    """An open connection to one target, used for the actions of one branch."""
+
+    host_key: str | None  # the key the target presented ("type base64"), for trust-on-first-use
+
+    def run(
+        self,
+        command: str,
+        *,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> StepResult: ...
+
+    def close(self) -> None: ...
+
+
+class Runner(Protocol):
+    def open(self, spec: ConnectionSpec) -> Session: ...
