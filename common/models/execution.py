@@ -73,6 +73,10 @@ class Branch(Base):
     def branch_id(self) -> str:
         return f"{self.branch_number:03d}"
 
+    @property
+    def execution_serial(self) -> str:
+        return self.branch_serial.rsplit(".", 1)[0]
+
 
 class BranchStep(Base):
     __tablename__ = "branch_steps"
