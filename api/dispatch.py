@@ -1,0 +1,24 @@
+"""Sending branch tasks to the broker after commit, by task name (the API never imports the worker)."""
+from __future__ import annotations
+
+from celery import Celery
+
+from common.config import Settings
+
+
+class Dispatcher:
+    """Wraps a Celery app used only as a producer. In the embedded default it is the in-process
+    worker's own app, so both share the in-memory transport."""
+
+    def __init__(self, celery_app: Celery):
+        self.celery = celery_app
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Dispatcher":
+        app = Celery("opsconductor-api", broker=settings.broker_url, set_as_current=False)
+        app.conf.update(task_serializer="json", accept_content=["json"], broker_connection_retry=False,
+                        broker_transport_options={"max_retries": 1})
+        return cls(app)
+
+    def send(self, task_name: str, args: list, queue: str) -> None:
+        self.celery.send_task(task_name, args=args, queue=queue)

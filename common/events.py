@@ -1,0 +1,156 @@
+"""The event bus: publish after commit, fan out to every subscriber in every API process.
+
+Events are hints, the database is the truth: a failed publish is logged and never fails the caller.
+Redis pub/sub carries events between processes and hosts; the in-process bus serves the embedded
+default. Each process keeps one subscriber connection and fans out to a queue per local listener."""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "opsconductor:events"
+EVENT_TYPES = ("execution_started", "branch_started", "branch_completed", "execution_completed")
+
+
+class Subscription:
+    """One listener's queue. Bounded so a stalled WebSocket cannot grow memory without end."""
+
+    def __init__(self, hub: "_Hub", maxsize: int = 10000):
+        self._hub = hub
+        self.queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=maxsize)
+        self.dropped = 0
+
+    def get(self, timeout: float | None = None) -> dict[str, Any] | None:
+        try:
+            return self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        self._hub.remove(self)
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Hub:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._subs: list[Subscription] = []
+
+    def add(self) -> Subscription:
+        sub = Subscription(self)
+        with self._lock:
+            self._subs.append(sub)
+        return sub
+
+    def remove(self, sub: Subscription) -> None:
+        with self._lock:
+            if sub in self._subs:
+                self._subs.remove(sub)
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            subs = list(self._subs)
+        for sub in subs:
+            try:
+                sub.queue.put_nowait(event)
+            except queue.Full:
+                sub.dropped += 1
+
+
+class LocalEventBus:
+    """In-process bus for the embedded default: publishers and listeners share one process."""
+
+    def __init__(self):
+        self._hub = _Hub()
+
+    def publish(self, event_type: str, data: dict[str, Any]) -> None:
+        self._hub.deliver({"type": event_type, "data": data})
+
+    def subscribe(self) -> Subscription:
+        return self._hub.add()
+
+    def close(self) -> None:
+        pass
+
+
+class RedisEventBus:
+    """Redis pub/sub: workers publish, each API process runs one listener thread (started lazily,
+    reconnecting with capped backoff) and fans out to its local subscriptions."""
+
+    def __init__(self, url: str, channel: str = CHANNEL):
+        import redis
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
+                                           health_check_interval=30)
+        self._channel = channel
+        self._hub = _Hub()
+        self._listener: threading.Thread | None = None
+        self._listener_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+
+    def publish(self, event_type: str, data: dict[str, Any]) -> None:
+        try:
+            self._redis.publish(self._channel, json.dumps({"type": event_type, "data": data}))
+        except Exception:
+            log.warning("event publish failed type=%s", event_type, exc_info=True)
+
+    def subscribe(self) -> Subscription:
+        sub = self._hub.add()
+        self._ensure_listener()
+        return sub
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._ready.wait(timeout)
+
+    def _ensure_listener(self) -> None:
+        with self._listener_lock:
+            if self._listener is None or not self._listener.is_alive():
+                self._listener = threading.Thread(target=self._listen, name="event-listener", daemon=True)
+                self._listener.start()
+
+    def _listen(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self._channel)
+                self._ready.set()
+                backoff = 0.1
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message and message["type"] == "message":
+                        try:
+                            self._hub.deliver(json.loads(message["data"]))
+                        except ValueError:
+                            log.warning("dropping malformed event")
+            except Exception:
+                self._ready.clear()
+                log.warning("event listener lost Redis; reconnecting in %.1fs", backoff, exc_info=True)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                try:
+                    pubsub.close()
+                except Exception:
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._listener is not None:
+            self._listener.join(timeout=3)
+        self._redis.close()
+
+
+def make_event_bus(settings) -> LocalEventBus | RedisEventBus:
+    return RedisEventBus(settings.redis_url) if settings.redis_url else LocalEventBus()
