@@ -7,7 +7,8 @@ from typing import Any
 
 from flask import Flask
 
-from api import analytics, auth, credentials, executions, health, jobs, openapi, runs, target_history, targets, users
+from api import (analytics, auth, credentials, executions, health, jobs, openapi, runs, target_history, targets,
+                 users, ws)
 from api.context import Platform
 from api.errors import register_error_handlers
 from api.extensions import jwt, limiter, sock
@@ -18,7 +19,7 @@ from common.db import Database
 log = logging.getLogger(__name__)
 
 BLUEPRINTS = (auth.bp, users.bp, credentials.bp, targets.bp, target_history.bp, jobs.bp, runs.bp, executions.bp,
-              analytics.bp, health.bp, openapi.bp)
+              analytics.bp, health.bp, openapi.bp, ws.bp)
 
 
 def create_app(settings: Settings | None = None, *, db: Database | None = None, dispatcher: Any = None,

@@ -25,11 +25,14 @@ class EndpointSpec:
     roles: frozenset[str] | None = None  # None: any authenticated user
     auth: bool = True
     refresh: bool = False
+    optional_body: bool = False
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _parse_body(model: type[BaseModel]) -> BaseModel:
+def _parse_body(model: type[BaseModel], optional: bool) -> BaseModel:
+    if optional and not request.get_data(cache=True):
+        return model()
     if not request.is_json:
         raise ApiError(415, "Content-Type must be application/json", {"received": request.content_type})
     try:
@@ -65,12 +68,12 @@ def _serialize(value: Any, response: Any) -> Any:
 
 def endpoint(summary: str, *, body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
              response: Any = None, status: int = 200, roles: Iterable[str] | None = None, auth: bool = True,
-             refresh: bool = False, errors: Iterable[int] = ()) -> Callable:
+             refresh: bool = False, optional_body: bool = False, errors: Iterable[int] = ()) -> Callable:
     """Wrap a view: authenticate, check the role, parse `body`/`query` into models passed as kwargs,
     and serialize the returned model with `status`."""
     spec = EndpointSpec(summary=summary, body=body, query=query, response=response, status=status,
                         roles=frozenset(roles) if roles else None, auth=auth, refresh=refresh,
-                        errors=tuple(errors))
+                        optional_body=optional_body, errors=tuple(errors))
 
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
@@ -83,7 +86,7 @@ def endpoint(summary: str, *, body: type[BaseModel] | None = None, query: type[B
             if spec.query is not None:
                 kwargs["query"] = _parse_query(spec.query)
             if spec.body is not None:
-                kwargs["body"] = _parse_body(spec.body)
+                kwargs["body"] = _parse_body(spec.body, spec.optional_body)
             result = view(*args, **kwargs)
             if isinstance(result, tuple) or hasattr(result, "status_code"):
                 return result

@@ -61,7 +61,7 @@ def build_document(app: Flask) -> dict[str, Any]:
                 if spec.query is not None:
                     op["parameters"] += _query_params(spec.query, schemas)
                 if spec.body is not None:
-                    op["requestBody"] = {"required": True, "content": {"application/json": {
+                    op["requestBody"] = {"required": not spec.optional_body, "content": {"application/json": {
                         "schema": {"$ref": REF.format(model=spec.body.__name__)}}}}
             paths.setdefault(path, {})[method.lower()] = op
     return {

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from common.errors import ValidationFailed
 
-JOB_RE = re.compile(r"^J(\d{4})(\d{4,})$")
-TARGET_RE = re.compile(r"^T(\d{4})(\d{4,})$")
-EXECUTION_RE = re.compile(r"^J\d{4}\d{4,}\.\d{4,}$")
-BRANCH_RE = re.compile(r"^J\d{4}\d{4,}\.\d{4,}\.\d{4,}$")
+JOB_RE = re.compile(r"^J(\d{4})(\d{4,})\Z", re.ASCII)
+TARGET_RE = re.compile(r"^T(\d{4})(\d{4,})\Z", re.ASCII)
+EXECUTION_RE = re.compile(r"^J\d{4}\d{4,}\.\d{4,}\Z", re.ASCII)
+BRANCH_RE = re.compile(r"^J\d{4}\d{4,}\.\d{4,}\.\d{4,}\Z", re.ASCII)
 
 FORMATS = {
-    "job_serial": ("J20250001", re.compile(r"^J\d{8,}$")),
-    "target_serial": ("T20250001", re.compile(r"^T\d{8,}$")),
+    "job_serial": ("J20250001", re.compile(r"^J\d{8,}\Z", re.ASCII)),
+    "target_serial": ("T20250001", re.compile(r"^T\d{8,}\Z", re.ASCII)),
     "execution_serial": ("J20250001.0001", EXECUTION_RE),
     "branch_serial": ("J20250001.0001.0001", BRANCH_RE),
 }
@@ -101,9 +101,18 @@ def next_in_scope(session: Session, scope: str) -> int:
     return session.execute(bump.returning(SerialCounter.value)).scalar_one()
 
 
+def _utc_year(created_at: datetime) -> int:
+    """The UTC year of `created_at` (an aware datetime; a naive one is taken as UTC)."""
+    if created_at.tzinfo is not None:
+        created_at = created_at.astimezone(timezone.utc)
+    return created_at.year
+
+
 def allocate_job_serial(session: Session, created_at: datetime) -> str:
-    return job_serial(created_at.year, next_in_scope(session, f"J{created_at.year}"))
+    year = _utc_year(created_at)
+    return job_serial(year, next_in_scope(session, f"J{year}"))
 
 
 def allocate_target_serial(session: Session, created_at: datetime) -> str:
-    return target_serial(created_at.year, next_in_scope(session, f"T{created_at.year}"))
+    year = _utc_year(created_at)
+    return target_serial(year, next_in_scope(session, f"T{year}"))

@@ -10,7 +10,7 @@ from common.models import Job, Target
 
 
 def _lookup(session: Session, model, serial_column, kind: str, ref: str | int, label: str):
-    if isinstance(ref, int) or str(ref).isdigit():
+    if isinstance(ref, int) or (str(ref).isascii() and str(ref).isdigit()):
         obj = session.get(model, int(ref))
     else:
         serials.require(kind, str(ref))

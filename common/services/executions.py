@@ -1,0 +1,316 @@
+"""The execution lifecycle: start (one transaction), claim, record, finish exactly once, cancel,
+and the sweeps that keep anything from being lost or stuck. Every function returns the events
+to publish; the caller publishes them after its commit."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from common import serials
+from common.errors import Conflict, NotFound, ValidationFailed
+from common.models import Branch, BranchStep, Credential, Execution, Job, JobAction, Target, utcnow
+from common.services.jobs import resolve_targets
+from common.services.refs import job_by_ref
+from common.statuses import BRANCH_ACTIVE, BranchStatus, ErrorType, ExecutionStatus, JobStatus
+
+log = logging.getLogger(__name__)
+
+Event = tuple[str, dict[str, Any]]
+
+
+def _ts(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    spec = "milliseconds" if value.microsecond else "seconds"
+    return value.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+
+
+def execution_started_event(execution: Execution, job_serial: str) -> Event:
+    return ("execution_started", {"execution_serial": execution.execution_serial, "job_serial": job_serial,
+                                  "status": execution.status, "started_at": _ts(execution.started_at),
+                                  "branch_count": len(execution.branches)})
+
+
+def _branch_event(kind: str, branch: Branch) -> Event:
+    data = {"branch_serial": branch.branch_serial, "execution_serial": branch.execution_serial,
+            "job_serial": branch.branch_serial.split(".")[0], "target_serial_ref": branch.target_serial_ref,
+            "status": branch.status}
+    if kind == "branch_started":
+        data["started_at"] = _ts(branch.started_at)
+    else:
+        data.update(exit_code=branch.exit_code, error_type=branch.error_type, completed_at=_ts(branch.completed_at),
+                    duration=branch.duration)
+    return (kind, data)
+
+
+def _execution_completed_event(execution: Execution, job_serial: str) -> Event:
+    return ("execution_completed", {"execution_serial": execution.execution_serial, "job_serial": job_serial,
+                                    "status": execution.status, "started_at": _ts(execution.started_at),
+                                    "completed_at": _ts(execution.completed_at)})
+
+
+# ---- start ---------------------------------------------------------------------------------------
+
+def start_execution(session: Session, job: Job, *, target_ids: list[int] | None = None, trigger: str = "manual",
+                    user_id: int | None = None) -> Execution:
+    """Create the execution and one queued branch per target in the caller's transaction."""
+    if job.archived_at is not None:
+        raise Conflict("Job is archived and cannot run", {"job_serial": job.job_serial})
+    ids = target_ids if target_ids is not None else job.target_ids
+    if not ids:
+        raise ValidationFailed("No targets: give target_ids or set them on the job", {"field": "target_ids"})
+    targets = resolve_targets(session, ids)
+    disabled = [t.id for t in targets if not t.enabled]
+    if disabled:
+        raise ValidationFailed("Disabled targets cannot run", {"field": "target_ids", "received": disabled})
+    number = session.execute(
+        update(Job).where(Job.id == job.id).values(execution_count=Job.execution_count + 1, status=JobStatus.RUNNING,
+                                                   updated_at=utcnow())
+        .returning(Job.execution_count)).scalar_one()
+    now = utcnow()
+    execution_serial = serials.execution_serial(job.job_serial, number)
+    execution = Execution(
+        job_id=job.id, execution_number=number, status=ExecutionStatus.RUNNING, trigger=trigger,
+        triggered_by=user_id, started_at=now, execution_serial=execution_serial,
+        branches=[Branch(branch_number=i, target_id=t.id, target_serial_ref=t.target_serial, queue=t.queue,
+                         status=BranchStatus.QUEUED, queued_at=now,
+                         branch_serial=serials.branch_serial(execution_serial, i))
+                  for i, t in enumerate(targets, start=1)])
+    session.add(execution)
+    session.flush()
+    return execution
+
+
+def execute_job(session: Session, job_ref: str, **kwargs) -> tuple[Execution, list[Event]]:
+    job = job_by_ref(session, job_ref)
+    execution = start_execution(session, job, **kwargs)
+    return execution, [execution_started_event(execution, job.job_serial)]
+
+
+def load_execution(session: Session, execution_id: int) -> Execution:
+    return session.scalar(select(Execution).where(Execution.id == execution_id)
+                          .options(selectinload(Execution.branches)).execution_options(populate_existing=True))
+
+
+def mark_dispatched(session: Session, branch_ids: list[int]) -> None:
+    if branch_ids:
+        session.execute(update(Branch).where(Branch.id.in_(branch_ids)).values(dispatched_at=utcnow()))
+
+
+# ---- claim / run / finish ------------------------------------------------------------------------
+
+@dataclass
+class ClaimedBranch:
+    """What a worker needs to run a branch, loaded once so no session is held across SSH I/O."""
+
+    branch_id: int
+    branch_serial: str
+    execution_serial: str
+    target_id: int
+    target_serial: str
+    connection: str
+    host: str
+    port: int
+    host_key: str | None
+    credential: dict[str, Any] | None  # username, auth_type, secret_encrypted, passphrase_encrypted, version
+    actions: list[dict[str, Any]] = field(default_factory=list)
+
+
+def claim_branch(session: Session, branch_id: int, worker: str) -> tuple[ClaimedBranch | None, list[Event]]:
+    """queued → running, only once: a redelivered or duplicate task finds nothing to claim.
+
+    The execution row is share-locked first (the same order as finish_branch and cancel), so a claim
+    and a cancel never interleave: either the cancel already ended this queued branch, or the
+    branch is running and the cancel reaches it through the heartbeat."""
+    execution_id = session.scalar(select(Branch.execution_id).where(Branch.id == branch_id))
+    if execution_id is None:
+        return None, []
+    cancel_requested = session.scalar(select(Execution.cancel_requested_at).where(Execution.id == execution_id)
+                                      .with_for_update(read=True))
+    if cancel_requested is not None:
+        return None, []
+    now = utcnow()
+    claimed = session.execute(
+        update(Branch).where(Branch.id == branch_id, Branch.status == BranchStatus.QUEUED)
+        .values(status=BranchStatus.RUNNING, started_at=now, heartbeat_at=now, worker=worker)
+        .returning(Branch.id)).scalar_one_or_none()
+    if claimed is None:
+        return None, []
+    branch, execution, target, cred = session.execute(
+        select(Branch, Execution, Target, Credential)
+        .join(Execution, Execution.id == Branch.execution_id)
+        .join(Target, Target.id == Branch.target_id)
+        .outerjoin(Credential, Credential.id == Target.credential_id)
+        .where(Branch.id == branch_id)).one()
+    actions = [{"position": a.position, "action_type": a.action_type, "action_name": a.action_name,
+                "parameters": dict(a.action_parameters), "timeout_seconds": a.timeout_seconds,
+                "continue_on_error": a.continue_on_error}
+               for a in session.scalars(select(JobAction).where(JobAction.job_id == execution.job_id)
+                                        .order_by(JobAction.position))]
+    work = ClaimedBranch(
+        branch_id=branch.id, branch_serial=branch.branch_serial, execution_serial=execution.execution_serial,
+        target_id=target.id, target_serial=target.target_serial, connection=target.connection,
+        host=target.address, port=target.port, host_key=target.host_key,
+        credential=None if cred is None else {
+            "username": cred.username, "auth_type": cred.auth_type, "secret_encrypted": cred.secret_encrypted,
+            "passphrase_encrypted": cred.passphrase_encrypted, "version": f"{cred.id}:{cred.version}"},
+        actions=actions)
+    return work, [_branch_event("branch_started", branch)]
+
+
+def record_step(session: Session, branch_id: int, step: dict[str, Any]) -> None:
+    session.add(BranchStep(branch_id=branch_id, **step))
+
+
+def pin_host_key(session: Session, target_id: int, host_key: str, fingerprint: str) -> None:
+    """Trust on first use: only the first key seen is recorded."""
+    session.execute(update(Target).where(Target.id == target_id, Target.host_key.is_(None))
+                    .values(host_key=host_key, host_key_fingerprint=fingerprint))
+
+
+def heartbeat(session: Session, branch_ids: list[int]) -> set[int]:
+    """Mark these running branches alive; return those whose execution was asked to cancel."""
+    if not branch_ids:
+        return set()
+    session.execute(update(Branch).where(Branch.id.in_(branch_ids), Branch.status == BranchStatus.RUNNING)
+                    .values(heartbeat_at=utcnow()))
+    rows = session.execute(select(Branch.id).join(Execution, Execution.id == Branch.execution_id)
+                           .where(Branch.id.in_(branch_ids), Execution.cancel_requested_at.is_not(None)))
+    return {r[0] for r in rows}
+
+
+def finish_branch(session: Session, branch_id: int, status: BranchStatus, *, exit_code: int | None = None,
+                  error_type: str | None = None, result_output: str | None = None,
+                  result_error: str | None = None) -> list[Event]:
+    """Finish a branch exactly once and close its execution when it was the last one.
+
+    The execution row is locked first, so two branches finishing at the same instant on different
+    workers serialize here and exactly one of them sees "no active branches left"."""
+    execution_id = session.scalar(select(Branch.execution_id).where(Branch.id == branch_id))
+    if execution_id is None:
+        return []
+    execution = session.scalar(select(Execution).where(Execution.id == execution_id).with_for_update())
+    now = utcnow()
+    branch = session.get(Branch, branch_id, populate_existing=True)
+    if branch.status not in BRANCH_ACTIVE:
+        return []
+    duration = (now - branch.started_at).total_seconds() if branch.started_at else None
+    changed = session.execute(
+        update(Branch).where(Branch.id == branch_id, Branch.status.in_(list(BRANCH_ACTIVE)))
+        .values(status=status, exit_code=exit_code, error_type=error_type, result_output=result_output,
+                result_error=result_error, completed_at=now, duration=duration)
+        .execution_options(synchronize_session=False)).rowcount
+    if not changed:
+        return []
+    session.refresh(branch)
+    events = [_branch_event("branch_completed", branch)]
+    events += _close_if_done(session, execution)
+    return events
+
+
+def _close_if_done(session: Session, execution: Execution) -> list[Event]:
+    """Close the execution when no branch is active. The caller holds the execution row lock."""
+    if execution.status != ExecutionStatus.RUNNING:
+        return []
+    counts = dict(session.execute(select(Branch.status, func.count()).where(Branch.execution_id == execution.id)
+                                  .group_by(Branch.status)).all())
+    if any(counts.get(s, 0) for s in BRANCH_ACTIVE):
+        return []
+    total = sum(counts.values())
+    if counts.get(BranchStatus.COMPLETED, 0) == total:
+        status = ExecutionStatus.COMPLETED
+    elif execution.cancel_requested_at is not None and counts.get(BranchStatus.CANCELLED, 0):
+        status = ExecutionStatus.CANCELLED
+    else:
+        status = ExecutionStatus.FAILED
+    execution.status = status
+    execution.completed_at = utcnow()
+    job_serial, latest = session.execute(select(Job.job_serial, Job.execution_count)
+                                         .where(Job.id == execution.job_id)).one()
+    if latest == execution.execution_number:
+        session.execute(update(Job).where(Job.id == execution.job_id).values(status=status.value))
+    session.flush()
+    return [_execution_completed_event(execution, job_serial)]
+
+
+# ---- cancel --------------------------------------------------------------------------------------
+
+def cancel_execution(session: Session, execution_serial: str) -> tuple[Execution, list[Event]]:
+    """Queued branches end cancelled now; running ones are signalled through the heartbeat."""
+    serials.require("execution_serial", execution_serial)
+    execution = session.scalar(select(Execution).where(Execution.execution_serial == execution_serial)
+                               .with_for_update())
+    if execution is None:
+        raise NotFound("Execution not found", {"execution_serial": execution_serial})
+    events: list[Event] = []
+    if execution.status == ExecutionStatus.RUNNING:
+        if execution.cancel_requested_at is None:
+            execution.cancel_requested_at = utcnow()
+        queued = session.scalars(select(Branch.id).where(Branch.execution_id == execution.id,
+                                                         Branch.status == BranchStatus.QUEUED)).all()
+        for branch_id in queued:
+            events += finish_branch(session, branch_id, BranchStatus.CANCELLED, error_type=ErrorType.CANCELLED,
+                                    result_error="cancelled before it started")
+    session.flush()
+    return execution, events
+
+
+# ---- sweeps --------------------------------------------------------------------------------------
+
+def branches_to_dispatch(session: Session, *, grace: timedelta, redispatch_after: timedelta,
+                         limit: int = 1000) -> list[tuple[int, str]]:
+    """Queued branches whose message may never have reached the broker (or was lost in it).
+    Sending one twice is harmless: the claim lets only one run."""
+    now = utcnow()
+    rows = session.execute(
+        select(Branch.id, Branch.queue).where(
+            Branch.status == BranchStatus.QUEUED,
+            ((Branch.dispatched_at.is_(None)) & (Branch.queued_at < now - grace))
+            | (Branch.dispatched_at < now - redispatch_after))
+        .order_by(Branch.queued_at).limit(limit)).all()
+    return [(r[0], r[1]) for r in rows]
+
+
+def lost_branches(session: Session, *, deadline: timedelta, limit: int = 1000) -> list[int]:
+    """Running branches whose worker stopped heart-beating: it died with them."""
+    cutoff = utcnow() - deadline
+    return list(session.scalars(select(Branch.id).where(Branch.status == BranchStatus.RUNNING,
+                                                        Branch.heartbeat_at < cutoff).limit(limit)))
+
+
+def fail_lost_branch(session: Session, branch_id: int) -> list[Event]:
+    """Fail as worker_lost and never run again: the command may have partly run."""
+    log.warning("branch lost its worker branch_id=%s", branch_id)
+    return finish_branch(session, branch_id, BranchStatus.FAILED, error_type=ErrorType.WORKER_LOST,
+                         result_error="the worker running this branch stopped responding; "
+                                      "the command may have partly run and was not retried")
+
+
+def due_jobs(session: Session, now: datetime, limit: int = 100) -> list[int]:
+    stmt = (select(Job.id).where(Job.scheduled_at <= now, Job.schedule_fired_at.is_(None),
+                                 Job.archived_at.is_(None)).order_by(Job.scheduled_at).limit(limit))
+    return list(session.scalars(stmt))
+
+
+def fire_scheduled_job(session: Session, job_id: int) -> tuple[Execution | None, list[Event]]:
+    """Run a due job once: the conditional update lets exactly one scheduler win."""
+    now = utcnow()
+    won = session.execute(update(Job).where(and_(Job.id == job_id, Job.schedule_fired_at.is_(None),
+                                                 Job.scheduled_at <= now, Job.archived_at.is_(None)))
+                          .values(schedule_fired_at=now)).rowcount
+    if not won:
+        return None, []
+    job = session.get(Job, job_id, populate_existing=True)
+    try:
+        with session.begin_nested():
+            execution = start_execution(session, job, trigger="schedule")
+    except (ValidationFailed, Conflict) as exc:
+        log.warning("scheduled job could not start job=%s reason=%s", job.job_serial, exc.message)
+        job.status = JobStatus.FAILED
+        return None, []
+    return execution, [execution_started_event(execution, job.job_serial)]

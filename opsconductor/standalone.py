@@ -1,0 +1,104 @@
+"""The embedded default in one process: API and WebSocket on a threaded server, SQLite in ./var,
+Celery on its in-memory transport with an in-process thread-pool worker, an in-process event bus,
+and the sweep/scheduler loop. Same interfaces as production, nothing to install but Python."""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from celery import Celery
+from flask import Flask
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from api.app import create_app
+from api.bootstrap import ensure_startup_admin
+from api.dispatch import Dispatcher
+from common.config import Settings
+from common.db import Database
+from common.events import LocalEventBus
+from common.migrate import upgrade
+from worker import maintenance
+from worker.celery_app import make_celery
+from worker.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+
+class _QuietQueryHandler(WSGIRequestHandler):
+    """Access log without query strings: `?token=` must never reach a log."""
+
+    def log_request(self, code="-", size="-"):
+        path = self.path.split("?", 1)[0]
+        self.log("info", '"%s %s" %s %s', self.command, path, code, size)
+
+
+class EmbeddedDispatcher(Dispatcher):
+    """The in-process worker consumes one queue, so every branch goes there whatever its target's queue."""
+
+    def send(self, task_name: str, args: list, queue: str) -> None:
+        super().send(task_name, args, "default")
+
+
+@dataclass
+class Embedded:
+    settings: Settings
+    app: Flask
+    celery: Celery
+    runtime: WorkerRuntime
+    server: BaseWSGIServer | None = None
+    _stop: threading.Event | None = None
+    _threads: tuple = ()
+
+    def start(self, host: str = "127.0.0.1", port: int = 8000) -> "Embedded":
+        self._stop = threading.Event()
+        worker = self.celery.WorkController(pool="threads", concurrency=self.settings.worker_concurrency,
+                                            queues=["default"], hostname="embedded@opsconductor",
+                                            without_heartbeat=True, without_mingle=True, without_gossip=True,
+                                            loglevel="WARNING")
+        self.server = make_server(host, port, self.app, threaded=True, request_handler=_QuietQueryHandler)
+        self._worker = worker
+        self._threads = (
+            threading.Thread(target=worker.start, name="celery-worker", daemon=True),
+            threading.Thread(target=self._maintenance, name="maintenance", daemon=True),
+            threading.Thread(target=self.server.serve_forever, name="http", daemon=True),
+        )
+        for t in self._threads:
+            t.start()
+        return self
+
+    @property
+    def port(self) -> int:
+        return self.server.server_port
+
+    def _maintenance(self) -> None:
+        send = self.celery.send_by_name
+        while not self._stop.wait(min(1.0, self.settings.sweep_interval_seconds)):
+            try:
+                maintenance.fire_due_jobs(self.runtime, send)
+                maintenance.sweep(self.runtime, send)
+            except Exception:
+                log.exception("maintenance round failed")
+
+    def stop(self) -> None:
+        if self._stop:
+            self._stop.set()
+        if self.server:
+            self.server.shutdown()
+        try:
+            self._worker.stop(in_sighandler=False)
+        except Exception:
+            log.debug("worker stop", exc_info=True)
+        self.runtime.close()
+
+
+def build(settings: Settings | None = None) -> Embedded:
+    settings = settings or Settings.from_env(embedded=True)
+    upgrade(settings.database_url)
+    db = Database(settings.database_url)
+    ensure_startup_admin(settings, db)
+    events = LocalEventBus()
+    runtime = WorkerRuntime(settings, db=db, events=events)
+    celery = make_celery(settings, runtime=runtime)
+    app = create_app(settings, db=db, dispatcher=EmbeddedDispatcher(celery), events=events)
+    return Embedded(settings=settings, app=app, celery=celery, runtime=runtime)

@@ -1,0 +1,141 @@
+"""Running one branch: claim it, open the target, run its actions in order, record each step,
+finish it exactly once, publish after every commit. No database session is held across SSH I/O."""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from common.services import executions as svc
+from common.services.targets import fingerprint
+from common.statuses import BranchStatus, ErrorType
+from worker.runners.base import ConnectError, ConnectionSpec, Session, StepResult
+from worker.runners.output import OutputCollector
+from worker.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERPRETER = "/bin/sh"
+
+
+@dataclass
+class Outcome:
+    status: BranchStatus
+    exit_code: int | None = None
+    error_type: str | None = None
+    stdout: list[str] = field(default_factory=list)
+    stderr: list[str] = field(default_factory=list)
+
+
+def run_branch(rt: WorkerRuntime, branch_id: int) -> str | None:
+    """Entry point of the branch task. Returns the final status, or None when there was nothing to run."""
+    with rt.db.session() as session:
+        work, events = svc.claim_branch(session, branch_id, rt.name)
+    rt.publish(events)
+    if work is None:
+        log.info("branch not claimable (already started, finished or cancelled) branch_id=%s", branch_id)
+        return None
+    context = f"branch={work.branch_serial} target={work.target_serial}"
+    cancel = rt.heartbeats.register(branch_id)
+    try:
+        outcome = _run(rt, work, cancel, context)
+    except Exception as exc:  # infrastructure or a bug: the branch still ends, with the reason
+        log.exception("branch crashed %s", context)
+        outcome = Outcome(BranchStatus.FAILED, error_type=ErrorType.COMMAND_FAILED,
+                          stderr=[f"internal error: {type(exc).__name__}"])
+    finally:
+        rt.heartbeats.unregister(branch_id)
+    cap = rt.settings.output_cap_bytes
+    with rt.db.session() as session:
+        events = svc.finish_branch(session, branch_id, outcome.status, exit_code=outcome.exit_code,
+                                   error_type=outcome.error_type, result_output=_joined(outcome.stdout, cap),
+                                   result_error=_joined(outcome.stderr, cap))
+    rt.publish(events)
+    log.info("branch finished %s status=%s exit_code=%s", context, outcome.status, outcome.exit_code)
+    return outcome.status
+
+
+def _joined(parts: list[str], cap: int) -> str | None:
+    parts = [p for p in parts if p]
+    if not parts:
+        return None
+    collector = OutputCollector(cap)
+    collector.feed("".join(parts).encode("utf-8", "replace"))
+    return collector.text()
+
+
+def _spec(rt: WorkerRuntime, work: svc.ClaimedBranch) -> ConnectionSpec:
+    cred = work.credential
+    if cred is None:
+        raise ConnectError(ErrorType.AUTH_FAILED, "the target has no credential")
+    secret = rt.box.decrypt(cred["secret_encrypted"])
+    passphrase = rt.box.decrypt(cred["passphrase_encrypted"]) if cred["passphrase_encrypted"] else None
+    return ConnectionSpec(
+        host=work.host, port=work.port, username=cred["username"],
+        password=secret if cred["auth_type"] == "password" else None,
+        private_key=secret if cred["auth_type"] == "key" else None, passphrase=passphrase,
+        known_host_key=work.host_key, connect_timeout=rt.settings.ssh_connect_timeout,
+        credential_version=cred["version"])
+
+
+def _open(rt: WorkerRuntime, work: svc.ClaimedBranch) -> Session:
+    if work.connection == "local":
+        return rt.local.open(ConnectionSpec(host="localhost"))
+    session = rt.ssh.open(_spec(rt, work))
+    if work.host_key is None and session.host_key:
+        with rt.db.session() as db_session:
+            svc.pin_host_key(db_session, work.target_id, session.host_key, fingerprint(session.host_key))
+    return session
+
+
+def _run(rt: WorkerRuntime, work: svc.ClaimedBranch, cancel: threading.Event, context: str) -> Outcome:
+    try:
+        target = _open(rt, work)
+    except ConnectError as exc:
+        log.info("connect failed %s error_type=%s", context, exc.error_type)
+        return Outcome(BranchStatus.FAILED, error_type=exc.error_type, stderr=[exc.message])
+    outcome = Outcome(BranchStatus.COMPLETED, exit_code=0)
+    try:
+        for action in work.actions:
+            if cancel.is_set():
+                return _stopped(outcome, BranchStatus.CANCELLED, ErrorType.CANCELLED)
+            result = _run_action(rt, target, action, cancel)
+            _record(rt, work.branch_id, action, result)
+            outcome.stdout.append(result.stdout)
+            outcome.stderr.append(result.stderr)
+            outcome.exit_code = result.exit_code
+            if result.error_type == ErrorType.CANCELLED:
+                return _stopped(outcome, BranchStatus.CANCELLED, ErrorType.CANCELLED)
+            if result.error_type == ErrorType.TIMEOUT:
+                return _stopped(outcome, BranchStatus.TIMED_OUT, ErrorType.TIMEOUT)
+            if result.error_type is not None and not action["continue_on_error"]:
+                return _stopped(outcome, BranchStatus.FAILED, result.error_type)
+    finally:
+        target.close()
+    return outcome
+
+
+def _stopped(outcome: Outcome, status: BranchStatus, error_type: str) -> Outcome:
+    outcome.status = status
+    outcome.error_type = error_type
+    return outcome
+
+
+def _run_action(rt: WorkerRuntime, target: Session, action: dict, cancel: threading.Event) -> StepResult:
+    params = action["parameters"]
+    timeout = action["timeout_seconds"] or rt.settings.default_action_timeout
+    if action["action_type"] == "script":
+        return target.run(params.get("interpreter") or DEFAULT_INTERPRETER, stdin=params["script"].encode(),
+                          timeout=timeout, cancel=cancel)
+    return target.run(params["command"], timeout=timeout, cancel=cancel)
+
+
+def _record(rt: WorkerRuntime, branch_id: int, action: dict, result: StepResult) -> None:
+    status = {None: BranchStatus.COMPLETED, ErrorType.TIMEOUT: BranchStatus.TIMED_OUT,
+              ErrorType.CANCELLED: BranchStatus.CANCELLED}.get(result.error_type, BranchStatus.FAILED)
+    with rt.db.session() as session:
+        svc.record_step(session, branch_id, {
+            "position": action["position"], "action_name": action["action_name"],
+            "action_type": action["action_type"], "status": status, "exit_code": result.exit_code,
+            "stdout": result.stdout, "stderr": result.stderr, "error_type": result.error_type,
+            "started_at": result.started_at, "completed_at": result.completed_at, "duration": result.duration})

@@ -1,0 +1,48 @@
+"""Periodic work that keeps nothing lost or stuck: re-dispatching branches that never reached a
+worker, failing branches whose worker died, and firing scheduled jobs exactly once."""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from common.models import utcnow
+from common.services import executions as svc
+from common.services.dispatch import Send, dispatch_branches
+from worker.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+REDISPATCH_AFTER = timedelta(minutes=5)
+
+
+def sweep(rt: WorkerRuntime, send: Send) -> dict[str, int]:
+    s = rt.settings
+    with rt.db.session() as session:
+        pending = svc.branches_to_dispatch(session, grace=timedelta(seconds=s.dispatch_grace_seconds),
+                                           redispatch_after=REDISPATCH_AFTER)
+        lost = svc.lost_branches(session, deadline=timedelta(seconds=s.worker_lost_seconds))
+    sent = dispatch_branches(rt.db, send, pending) if pending else 0
+    for branch_id in lost:
+        with rt.db.session() as session:
+            events = svc.fail_lost_branch(session, branch_id)
+        rt.publish(events)
+    if sent or lost:
+        log.info("sweep redispatched=%d worker_lost=%d", sent, len(lost))
+    return {"redispatched": sent, "worker_lost": len(lost)}
+
+
+def fire_due_jobs(rt: WorkerRuntime, send: Send) -> int:
+    with rt.db.session() as session:
+        due = svc.due_jobs(session, utcnow())
+    fired = 0
+    for job_id in due:
+        with rt.db.session() as session:
+            execution, events = svc.fire_scheduled_job(session, job_id)
+            branches = [(b.id, b.queue) for b in execution.branches] if execution else []
+        if execution is None:
+            continue
+        fired += 1
+        rt.publish(events)
+        dispatch_branches(rt.db, send, branches)
+        log.info("scheduled job fired execution=%s", execution.execution_serial)
+    return fired

@@ -1,0 +1,278 @@
+"""Run commands on the worker host itself, with the same semantics as the SSH runner.
+
+The command runs in its own session (``start_new_session=True``) so on timeout or cancel the
+whole process group can be signalled (TERM, then KILL after a grace period); killing only the
+shell would orphan its children. Output is read with one selector loop (no reader threads, no
+deadlock when both pipes fill) and capped per stream.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Mapping
+
+from .base import ConnectionSpec, StepResult
+from .output import DEFAULT_OUTPUT_CAP, OutputCollector
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_KILL_GRACE = 2.0
+_CANCEL_POLL = 0.02  # a threading.Event cannot be selected on: how often to look at it
+_IDLE_POLL = 1.0
+_READ_CHUNK = 64 * 1024
+_STDIN_CHUNK = 64 * 1024
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _pidfd(pid: int) -> int | None:
+    """A pollable handle that becomes readable when ``pid`` exits (without reaping it)."""
+    if not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
+
+
+class _Process:
+    """One running command: pumps stdin/stdout/stderr and notices exit, all in one selector."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], stdin: bytes | None, out: OutputCollector, err: OutputCollector):
+        self.proc = proc
+        self.out = out
+        self.err = err
+        self.sel = selectors.DefaultSelector()
+        self._stdin_data = memoryview(stdin) if stdin else memoryview(b"")
+        self._open_outputs = 0
+        for stream, collector in ((proc.stdout, out), (proc.stderr, err)):
+            assert stream is not None
+            os.set_blocking(stream.fileno(), False)
+            self.sel.register(stream.fileno(), selectors.EVENT_READ, collector)
+            self._open_outputs += 1
+        if proc.stdin is not None:
+            os.set_blocking(proc.stdin.fileno(), False)
+            self.sel.register(proc.stdin.fileno(), selectors.EVENT_WRITE, "stdin")
+        self.pidfd = _pidfd(proc.pid)
+        self.exited = False
+        if self.pidfd is not None:
+            self.sel.register(self.pidfd, selectors.EVENT_READ, "exit")
+
+    @property
+    def finished(self) -> bool:
+        return self._open_outputs == 0 and self.exited
+
+    def _check_exit_without_pidfd(self) -> None:
+        if self.pidfd is None and not self.exited and self.proc.poll() is not None:
+            self.exited = True
+
+    def pump(self, timeout: float | None) -> None:
+        """Move data / note exit for at most ``timeout`` seconds."""
+        if self.pidfd is None and self._open_outputs == 0:
+            # Nothing selectable left: wait on the process itself.
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+            self._check_exit_without_pidfd()
+            return
+        for key, _ in self.sel.select(timeout):
+            tag = key.data
+            fd = key.fd
+            if tag == "exit":
+                self.exited = True
+                self.sel.unregister(fd)
+            elif tag == "stdin":
+                self._write_stdin(fd)
+            else:
+                try:
+                    data = os.read(fd, _READ_CHUNK)
+                except BlockingIOError:
+                    continue
+                if data:
+                    tag.feed(data)
+                else:
+                    self.sel.unregister(fd)
+                    self._open_outputs -= 1
+        self._check_exit_without_pidfd()
+
+    def _write_stdin(self, fd: int) -> None:
+        try:
+            if self._stdin_data:
+                written = os.write(fd, self._stdin_data[:_STDIN_CHUNK])
+                self._stdin_data = self._stdin_data[written:]
+        except BlockingIOError:
+            return
+        except OSError as exc:  # EPIPE: the command stopped reading stdin, not an error by itself
+            if exc.errno not in (errno.EPIPE, errno.EBADF):
+                raise
+            self._stdin_data = memoryview(b"")
+        if not self._stdin_data:
+            self.sel.unregister(fd)
+            assert self.proc.stdin is not None
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        # The leader is not reaped before the final KILL, so its PID (= the group id) cannot
+        # have been reused by an unrelated process.
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def close(self) -> None:
+        self.sel.close()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+
+
+class LocalSession:
+    """Runs commands on the worker host. ``host_key`` is always None (nothing to pin)."""
+
+    host_key: str | None = None
+
+    def __init__(self, runner: "LocalRunner") -> None:
+        self._runner = runner
+
+    def __enter__(self) -> "LocalSession":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Nothing to release: each run owns its own process."""
+
+    def run(
+        self,
+        command: str,
+        *,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> StepResult:
+        started_at = _utcnow()
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        out = OutputCollector(self._runner.output_cap)
+        err = OutputCollector(self._runner.output_cap)
+
+        def result(exit_code: int | None, error_type: str | None, message: str | None) -> StepResult:
+            return StepResult(
+                exit_code=exit_code,
+                stdout=out.text(),
+                stderr=err.text(),
+                error_type=error_type,
+                error_message=message,
+                started_at=started_at,
+                completed_at=_utcnow(),
+            )
+
+        if cancel is not None and cancel.is_set():
+            return result(None, "cancelled", "cancelled before the command started")
+        try:
+            proc = subprocess.Popen(
+                [self._runner.shell, "-c", command],
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # own process group: killable as a whole
+                close_fds=True,
+                env=dict(self._runner.env) if self._runner.env is not None else None,
+                cwd=self._runner.cwd,
+            )
+        except OSError as exc:
+            return result(None, "command_failed", f"cannot start {self._runner.shell}: {exc.strerror or exc}")
+
+        p = _Process(proc, stdin, out, err)
+        reason: str | None = None
+        try:
+            while not p.finished:
+                if cancel is not None and cancel.is_set():
+                    reason = "cancelled"
+                    break
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    reason = "timeout"
+                    break
+                wait = _IDLE_POLL if deadline is None else min(_IDLE_POLL, deadline - now)
+                if cancel is not None:
+                    wait = min(wait, _CANCEL_POLL)
+                p.pump(wait)
+
+            if reason is not None:
+                self._terminate(p)
+                what = (
+                    f"command did not finish within {timeout:g}s"
+                    if reason == "timeout"
+                    else "command cancelled while running"
+                )
+                return result(None, reason, f"{what}; process group {proc.pid} terminated")
+
+            code = proc.wait()
+            if code == 0:
+                return result(0, None, None)
+            if code > 0:
+                return result(code, "command_failed", f"command exited with status {code}")
+            return result(None, "command_failed", f"command killed by {signal.Signals(-code).name}")
+        finally:
+            if proc.returncode is None:  # only on an unexpected exception: leave nothing behind
+                p.signal_group(signal.SIGKILL)
+                proc.wait()
+            p.close()
+
+    def _terminate(self, p: _Process) -> None:
+        """TERM the group, give it the grace period to exit, then KILL whatever is left."""
+        p.signal_group(signal.SIGTERM)
+        grace_deadline = time.monotonic() + self._runner.kill_grace
+        while not p.finished:
+            remaining = grace_deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            p.pump(min(remaining, 0.05))
+        p.signal_group(signal.SIGKILL)
+        # Collect what is still buffered in the pipes, bounded: a process that escaped the group
+        # (setsid) may hold them open forever.
+        drain_deadline = time.monotonic() + 1.0
+        while not p.finished and time.monotonic() < drain_deadline:
+            p.pump(0.05)
+        p.proc.wait()
+
+
+class LocalRunner:
+    """Runner for the worker host itself; ``open()`` ignores host and credentials."""
+
+    def __init__(
+        self,
+        *,
+        output_cap: int = DEFAULT_OUTPUT_CAP,
+        kill_grace: float = DEFAULT_KILL_GRACE,
+        shell: str = "/bin/sh",
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> None:
+        self.output_cap = output_cap
+        self.kill_grace = kill_grace
+        self.shell = shell
+        self.env = env
+        self.cwd = cwd
+
+    def open(self, spec: ConnectionSpec | None = None) -> LocalSession:
+        return LocalSession(self)

@@ -1,0 +1,43 @@
+"""Everything a worker process holds for its whole life: settings, database, secrets, runners,
+the SSH connection pool, the heartbeat and the event bus. Built once per process."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+from common.config import Settings
+from common.crypto import SecretBox
+from common.db import Database
+from common.events import make_event_bus
+from common.services.executions import Event
+from worker.heartbeat import HeartbeatMonitor
+from worker.runners.local import LocalRunner
+from worker.runners.ssh import SSHPool, SSHRunner
+
+log = logging.getLogger(__name__)
+
+
+class WorkerRuntime:
+    def __init__(self, settings: Settings, *, db: Database | None = None, events: Any = None):
+        self.settings = settings
+        self.db = db or Database(settings.database_url)
+        self.box = SecretBox(settings.secret_key)
+        self.events = events if events is not None else make_event_bus(settings)
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.pool = SSHPool(idle_timeout=settings.ssh_pool_idle_seconds)
+        self.ssh = SSHRunner(pool=self.pool, output_cap=settings.output_cap_bytes)
+        self.local = LocalRunner(output_cap=settings.output_cap_bytes)
+        self.heartbeats = HeartbeatMonitor(self.db, settings.heartbeat_seconds)
+
+    def publish(self, events: list[Event]) -> None:
+        for event_type, data in events:
+            try:
+                self.events.publish(event_type, data)
+            except Exception:
+                log.warning("event publish failed type=%s", event_type, exc_info=True)
+
+    def close(self) -> None:
+        self.heartbeats.stop()
+        self.pool.close_all()
