@@ -2,12 +2,14 @@
 Late acks with idempotent tasks, prefetch 1, a thread pool sized for I/O-bound SSH work."""
 from __future__ import annotations
 
+import os
 import threading
 from datetime import timedelta
 
 from celery import Celery
 
 from common.config import Settings
+from common.migrate import upgrade
 from common.task_names import FIRE_DUE_JOBS, RUN_BRANCH, SWEEP
 from worker import executor, maintenance
 from worker.runtime import WorkerRuntime
@@ -49,6 +51,8 @@ def make_celery(settings: Settings, *, runtime: WorkerRuntime | None = None) -> 
         """Built on first use in the process that runs tasks, never in beat or at import."""
         with lock:
             if "rt" not in state:
+                if os.environ.get("OPSCONDUCTOR_SKIP_MIGRATE") != "1":
+                    upgrade(settings.database_url)  # a worker may start before the web process migrated
                 state["rt"] = WorkerRuntime(settings)
             return state["rt"]
 
