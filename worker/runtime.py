@@ -19,6 +19,14 @@ from worker.runners.ssh import SSHPool, SSHRunner
 log = logging.getLogger(__name__)
 
 
+_SECRET_ENV = ("SECRET", "PASSWORD", "TOKEN", "DATABASE_URL", "REDIS_URL", "_KEY")
+
+
+def _command_env() -> dict[str, str]:
+    """The environment local commands run with: the worker's, minus anything secret."""
+    return {k: v for k, v in os.environ.items() if not any(part in k.upper() for part in _SECRET_ENV)}
+
+
 class WorkerRuntime:
     def __init__(self, settings: Settings, *, db: Database | None = None, events: Any = None):
         self.settings = settings
@@ -28,7 +36,7 @@ class WorkerRuntime:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.pool = SSHPool(idle_timeout=settings.ssh_pool_idle_seconds)
         self.ssh = SSHRunner(pool=self.pool, output_cap=settings.output_cap_bytes)
-        self.local = LocalRunner(output_cap=settings.output_cap_bytes)
+        self.local = LocalRunner(output_cap=settings.output_cap_bytes, env=_command_env())
         self.heartbeats = HeartbeatMonitor(self.db, settings.heartbeat_seconds)
 
     def publish(self, events: list[Event]) -> None:
