@@ -4,6 +4,7 @@ from __future__ import annotations
 from celery import Celery
 
 from common.config import Settings
+from common.services.dispatch import send_batch
 
 
 class Dispatcher:
@@ -17,8 +18,8 @@ class Dispatcher:
     def from_settings(cls, settings: Settings) -> "Dispatcher":
         app = Celery("opsconductor-api", broker=settings.broker_url, set_as_current=False)
         app.conf.update(task_serializer="json", accept_content=["json"], broker_connection_retry=False,
-                        broker_transport_options={"max_retries": 1})
+                        broker_connection_max_retries=0, broker_transport_options={"max_retries": 0})
         return cls(app)
 
-    def send(self, task_name: str, args: list, queue: str) -> None:
-        self.celery.send_task(task_name, args=args, queue=queue)
+    def send(self, task_name: str, items: list[tuple[list, str]]) -> None:
+        send_batch(self.celery, task_name, items)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 from flask import Blueprint, request
 from flask_jwt_extended import decode_token
@@ -23,6 +24,7 @@ bp = Blueprint("ws", __name__)
 POLICY_VIOLATION = 1008
 AUTH_WAIT_SECONDS = 10.0
 IDLE_POLL_SECONDS = 0.5
+SUBSCRIBE_WAIT_SECONDS = 5.0
 
 
 def _bearer() -> str | None:
@@ -72,6 +74,51 @@ def _matches(event: dict, filters: dict[str, str]) -> bool:
     return all(data.get(key) == value for key, value in filters.items())
 
 
+class OrderedRelay:
+    """Keeps execution_completed behind its branches' branch_completed events. Each branch is
+    published by the worker that finished it, right after its own commit, so the worker that closed
+    the execution can publish first; this holds execution_completed until every branch_completed
+    was relayed, or `hold_seconds` passed (a monitor that joined mid-execution never sees them all)."""
+
+    def __init__(self, send, hold_seconds: float = 1.0, clock=time.monotonic):
+        self._send = send
+        self._hold = hold_seconds
+        self._clock = clock
+        self._seen: dict[str, int] = {}
+        self._held: dict[str, tuple[float, dict]] = {}
+
+    def push(self, event: dict) -> None:
+        data = event.get("data") or {}
+        serial = data.get("execution_serial")
+        if event.get("type") == "branch_completed" and serial:
+            self._send(event)
+            self._seen[serial] = self._seen.get(serial, 0) + 1
+            held = self._held.get(serial)
+            if held and self._seen[serial] >= held[1]["data"].get("branch_count", 0):
+                self._release(serial)
+        elif event.get("type") == "execution_completed" and serial:
+            if self._seen.get(serial, 0) >= data.get("branch_count", 0):
+                self._send(event)
+                self._seen.pop(serial, None)
+            else:
+                self._held[serial] = (self._clock() + self._hold, event)
+        else:
+            self._send(event)
+
+    def flush_due(self) -> None:
+        now = self._clock()
+        for serial in [s for s, (due, _) in self._held.items() if due <= now]:
+            self._release(serial)
+
+    def next_due(self) -> float | None:
+        return min((due for due, _ in self._held.values()), default=None)
+
+    def _release(self, serial: str) -> None:
+        _, event = self._held.pop(serial)
+        self._seen.pop(serial, None)
+        self._send(event)
+
+
 @sock.route("/ws/executions", bp=bp)
 def executions_stream(ws):
     try:
@@ -90,6 +137,12 @@ def executions_stream(ws):
         ws.close(reason=1011, message="events unavailable")
         return
     with bus.subscribe() as subscription:
+        # "subscribed" promises delivery of every later event: with Redis, the process's listener
+        # (started lazily by the first subscriber, or reconnecting) must be subscribed first.
+        wait_ready = getattr(bus, "wait_ready", None)
+        if wait_ready is not None and not wait_ready(SUBSCRIBE_WAIT_SECONDS):
+            ws.close(reason=1011, message="events unavailable")
+            return
         ws.send(json.dumps({"type": "subscribed", "data": filters}))
         log.info("websocket subscribed user=%s filters=%s", user.username, filters)
         while ws.connected:

@@ -36,8 +36,8 @@ class _QuietQueryHandler(WSGIRequestHandler):
 class EmbeddedDispatcher(Dispatcher):
     """The in-process worker consumes one queue, so every branch goes there whatever its target's queue."""
 
-    def send(self, task_name: str, args: list, queue: str) -> None:
-        super().send(task_name, args, "default")
+    def send(self, task_name: str, items: list[tuple[list, str]]) -> None:
+        super().send(task_name, [(args, "default") for args, _queue in items])
 
 
 @dataclass

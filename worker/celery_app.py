@@ -10,6 +10,7 @@ from celery import Celery
 
 from common.config import Settings
 from common.migrate import upgrade
+from common.services.dispatch import send_batch
 from common.task_names import FIRE_DUE_JOBS, RUN_BRANCH, SWEEP
 from worker import executor, maintenance
 from worker.runtime import WorkerRuntime
@@ -56,8 +57,8 @@ def make_celery(settings: Settings, *, runtime: WorkerRuntime | None = None) -> 
                 state["rt"] = WorkerRuntime(settings)
             return state["rt"]
 
-    def send(name: str, args: list, queue: str) -> None:
-        app.send_task(name, args=args, queue=queue)
+    def send(name: str, items: list[tuple[list, str]]) -> None:
+        send_batch(app, name, items)
 
     @app.task(name=RUN_BRANCH, acks_late=True)
     def run_branch(branch_id: int) -> None:

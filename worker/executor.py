@@ -25,6 +25,7 @@ class Outcome:
     error_type: str | None = None
     stdout: list[str] = field(default_factory=list)
     stderr: list[str] = field(default_factory=list)
+    last_step: dict | None = None  # written in the finishing transaction: one commit fewer per branch
 
 
 def run_branch(rt: WorkerRuntime, branch_id: int) -> str | None:
@@ -49,7 +50,7 @@ def run_branch(rt: WorkerRuntime, branch_id: int) -> str | None:
     with rt.db.session() as session:
         events = svc.finish_branch(session, branch_id, outcome.status, exit_code=outcome.exit_code,
                                    error_type=outcome.error_type, result_output=_joined(outcome.stdout, cap),
-                                   result_error=_joined(outcome.stderr, cap))
+                                   result_error=_joined(outcome.stderr, cap), last_step=outcome.last_step)
     rt.publish(events)
     log.info("branch finished %s status=%s exit_code=%s", context, outcome.status, outcome.exit_code)
     return outcome.status
@@ -100,7 +101,9 @@ def _run(rt: WorkerRuntime, work: svc.ClaimedBranch, cancel: threading.Event, co
             if cancel.is_set():
                 return _stopped(outcome, BranchStatus.CANCELLED, ErrorType.CANCELLED)
             result = _run_action(rt, target, action, cancel)
-            _record(rt, work.branch_id, action, result)
+            if outcome.last_step is not None:
+                _record(rt, work.branch_id, outcome.last_step)
+            outcome.last_step = _step(action, result)
             outcome.stdout.append(result.stdout)
             outcome.stderr.append(result.stderr)
             outcome.exit_code = result.exit_code
@@ -130,12 +133,15 @@ def _run_action(rt: WorkerRuntime, target: Session, action: dict, cancel: thread
     return target.run(params["command"], timeout=timeout, cancel=cancel)
 
 
-def _record(rt: WorkerRuntime, branch_id: int, action: dict, result: StepResult) -> None:
+def _step(action: dict, result: StepResult) -> dict:
     status = {None: BranchStatus.COMPLETED, ErrorType.TIMEOUT: BranchStatus.TIMED_OUT,
               ErrorType.CANCELLED: BranchStatus.CANCELLED}.get(result.error_type, BranchStatus.FAILED)
-    with rt.db.session() as session:
-        svc.record_step(session, branch_id, {
-            "position": action["position"], "action_name": action["action_name"],
+    return {"position": action["position"], "action_name": action["action_name"],
             "action_type": action["action_type"], "status": status, "exit_code": result.exit_code,
             "stdout": result.stdout, "stderr": result.stderr, "error_type": result.error_type,
-            "started_at": result.started_at, "completed_at": result.completed_at, "duration": result.duration})
+            "started_at": result.started_at, "completed_at": result.completed_at, "duration": result.duration}
+
+
+def _record(rt: WorkerRuntime, branch_id: int, step: dict) -> None:
+    with rt.db.session() as session:
+        svc.record_step(session, branch_id, step)

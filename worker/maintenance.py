@@ -20,6 +20,7 @@ def sweep(rt: WorkerRuntime, send: Send) -> dict[str, int]:
     with rt.db.session() as session:
         pending = svc.branches_to_dispatch(session, grace=timedelta(seconds=s.dispatch_grace_seconds),
                                            redispatch_after=REDISPATCH_AFTER)
+        svc.set_dispatched(session, [branch_id for branch_id, _ in pending], utcnow())
         lost = svc.lost_branches(session, deadline=timedelta(seconds=s.worker_lost_seconds))
     sent = dispatch_branches(rt.db, send, pending) if pending else 0
     for branch_id in lost:

@@ -15,6 +15,10 @@ class Execution(Base):
         UniqueConstraint("job_id", "execution_number"),
         Index("ix_executions_started_at", "started_at"),
         Index("ix_executions_job_started", "job_id", "started_at"),
+        # read API (migration 0002): analytics by start time and status; serial-prefix search on PostgreSQL
+        Index("ix_executions_started_status", "started_at", "status"),
+        Index("ix_executions_serial_pattern", "execution_serial",
+              postgresql_ops={"execution_serial": "varchar_pattern_ops"}).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -28,6 +32,8 @@ class Execution(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # branches not yet finished; the finish that takes it to 0 closes the execution (exactly once)
+    active_branches: Mapped[int] = mapped_column(default=0, server_default="0")
 
     job = relationship("Job", lazy="raise")
     branches: Mapped[list["Branch"]] = relationship(order_by="Branch.branch_number", lazy="raise",
@@ -42,6 +48,10 @@ class Branch(Base):
         Index("ix_branches_active", "status", "queued_at",
               postgresql_where=text("status IN ('queued', 'running')"),
               sqlite_where=text("status IN ('queued', 'running')")),
+        # read API (migration 0002): a target's branches newest first; serial-prefix search on PostgreSQL
+        Index("ix_branches_target_queued", "target_id", "queued_at", "id"),
+        Index("ix_branches_serial_pattern", "branch_serial",
+              postgresql_ops={"branch_serial": "varchar_pattern_ops"}).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, literal, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from common import serials
 from common.errors import Conflict, NotFound, ValidationFailed
+from common.models.base import UTCDateTime
 from common.models import Branch, BranchStep, Credential, Execution, Job, JobAction, Target, utcnow
 from common.services.jobs import resolve_targets
 from common.services.refs import job_by_ref
@@ -36,22 +37,26 @@ def execution_started_event(execution: Execution, job_serial: str) -> Event:
                                   "branch_count": len(execution.branches)})
 
 
-def _branch_event(kind: str, branch: Branch) -> Event:
-    data = {"branch_serial": branch.branch_serial, "execution_serial": branch.execution_serial,
-            "job_serial": branch.branch_serial.split(".")[0], "target_serial_ref": branch.target_serial_ref,
-            "status": branch.status}
-    if kind == "branch_started":
-        data["started_at"] = _ts(branch.started_at)
-    else:
-        data.update(exit_code=branch.exit_code, error_type=branch.error_type, completed_at=_ts(branch.completed_at),
-                    duration=branch.duration)
-    return (kind, data)
+def _branch_started(branch: Branch) -> Event:
+    return ("branch_started", {"branch_serial": branch.branch_serial, "execution_serial": branch.execution_serial,
+                               "job_serial": branch.branch_serial.split(".")[0],
+                               "target_serial_ref": branch.target_serial_ref, "status": branch.status,
+                               "started_at": _ts(branch.started_at)})
 
 
-def _execution_completed_event(execution: Execution, job_serial: str) -> Event:
+def _branch_completed(branch_serial: str, target_serial_ref: str, status: str, exit_code: int | None,
+                      error_type: str | None, completed_at: datetime, duration: float | None) -> Event:
+    return ("branch_completed", {"branch_serial": branch_serial, "execution_serial": branch_serial.rsplit(".", 1)[0],
+                                 "job_serial": branch_serial.split(".")[0], "target_serial_ref": target_serial_ref,
+                                 "status": str(status), "exit_code": exit_code,
+                                 "error_type": None if error_type is None else str(error_type),
+                                 "completed_at": _ts(completed_at), "duration": duration})
+
+
+def _execution_completed_event(execution: Execution, job_serial: str, branch_count: int) -> Event:
     return ("execution_completed", {"execution_serial": execution.execution_serial, "job_serial": job_serial,
                                     "status": execution.status, "started_at": _ts(execution.started_at),
-                                    "completed_at": _ts(execution.completed_at)})
+                                    "completed_at": _ts(execution.completed_at), "branch_count": branch_count})
 
 
 # ---- start ---------------------------------------------------------------------------------------
@@ -76,9 +81,9 @@ def start_execution(session: Session, job: Job, *, target_ids: list[int] | None 
     execution_serial = serials.execution_serial(job.job_serial, number)
     execution = Execution(
         job_id=job.id, execution_number=number, status=ExecutionStatus.RUNNING, trigger=trigger,
-        triggered_by=user_id, started_at=now, execution_serial=execution_serial,
+        triggered_by=user_id, started_at=now, execution_serial=execution_serial, active_branches=len(targets),
         branches=[Branch(branch_number=i, target_id=t.id, target_serial_ref=t.target_serial, queue=t.queue,
-                         status=BranchStatus.QUEUED, queued_at=now,
+                         status=BranchStatus.QUEUED, queued_at=now, dispatched_at=now,
                          branch_serial=serials.branch_serial(execution_serial, i))
                   for i, t in enumerate(targets, start=1)])
     session.add(execution)
@@ -97,9 +102,12 @@ def load_execution(session: Session, execution_id: int) -> Execution:
                           .options(selectinload(Execution.branches)).execution_options(populate_existing=True))
 
 
-def mark_dispatched(session: Session, branch_ids: list[int]) -> None:
+def set_dispatched(session: Session, branch_ids: list[int], when: datetime | None) -> None:
+    """Record (or, with None, forget) that these queued branches were handed to the broker. Branches
+    are marked before sending, so no bulk update ever races the workers' row locks after a send."""
     if branch_ids:
-        session.execute(update(Branch).where(Branch.id.in_(branch_ids)).values(dispatched_at=utcnow()))
+        session.execute(update(Branch).where(Branch.id.in_(branch_ids), Branch.status == BranchStatus.QUEUED)
+                        .values(dispatched_at=when).execution_options(synchronize_session=False))
 
 
 # ---- claim / run / finish ------------------------------------------------------------------------
@@ -124,16 +132,8 @@ class ClaimedBranch:
 def claim_branch(session: Session, branch_id: int, worker: str) -> tuple[ClaimedBranch | None, list[Event]]:
     """queued → running, only once: a redelivered or duplicate task finds nothing to claim.
 
-    The execution row is share-locked first (the same order as finish_branch and cancel), so a claim
-    and a cancel never interleave: either the cancel already ended this queued branch, or the
-    branch is running and the cancel reaches it through the heartbeat."""
-    execution_id = session.scalar(select(Branch.execution_id).where(Branch.id == branch_id))
-    if execution_id is None:
-        return None, []
-    cancel_requested = session.scalar(select(Execution.cancel_requested_at).where(Execution.id == execution_id)
-                                      .with_for_update(read=True))
-    if cancel_requested is not None:
-        return None, []
+    A cancel that committed before this claim is seen here and ends the branch at once; one that
+    commits after it reaches the running branch through the heartbeat."""
     now = utcnow()
     claimed = session.execute(
         update(Branch).where(Branch.id == branch_id, Branch.status == BranchStatus.QUEUED)
@@ -147,6 +147,9 @@ def claim_branch(session: Session, branch_id: int, worker: str) -> tuple[Claimed
         .join(Target, Target.id == Branch.target_id)
         .outerjoin(Credential, Credential.id == Target.credential_id)
         .where(Branch.id == branch_id)).one()
+    if execution.cancel_requested_at is not None:
+        return None, finish_branch(session, branch_id, BranchStatus.CANCELLED, error_type=ErrorType.CANCELLED,
+                                   result_error="cancelled before it started")
     actions = [{"position": a.position, "action_type": a.action_type, "action_name": a.action_name,
                 "parameters": dict(a.action_parameters), "timeout_seconds": a.timeout_seconds,
                 "continue_on_error": a.continue_on_error}
@@ -160,7 +163,7 @@ def claim_branch(session: Session, branch_id: int, worker: str) -> tuple[Claimed
             "username": cred.username, "auth_type": cred.auth_type, "secret_encrypted": cred.secret_encrypted,
             "passphrase_encrypted": cred.passphrase_encrypted, "version": f"{cred.id}:{cred.version}"},
         actions=actions)
-    return work, [_branch_event("branch_started", branch)]
+    return work, [_branch_started(branch)]
 
 
 def record_step(session: Session, branch_id: int, step: dict[str, Any]) -> None:
@@ -186,41 +189,39 @@ def heartbeat(session: Session, branch_ids: list[int]) -> set[int]:
 
 def finish_branch(session: Session, branch_id: int, status: BranchStatus, *, exit_code: int | None = None,
                   error_type: str | None = None, result_output: str | None = None,
-                  result_error: str | None = None) -> list[Event]:
-    """Finish a branch exactly once and close its execution when it was the last one.
-
-    The execution row is locked first, so two branches finishing at the same instant on different
-    workers serialize here and exactly one of them sees "no active branches left"."""
-    execution_id = session.scalar(select(Branch.execution_id).where(Branch.id == branch_id))
-    if execution_id is None:
-        return []
-    execution = session.scalar(select(Execution).where(Execution.id == execution_id).with_for_update())
+                  result_error: str | None = None, last_step: dict[str, Any] | None = None) -> list[Event]:
+    """Finish a branch exactly once; the finish that takes the execution's active count to zero
+    closes it. Both updates are conditional, so a second finish (a duplicate task, the sweep racing
+    a slow worker) changes nothing. Row locks are taken branch first, then execution, everywhere."""
+    started_at = session.scalar(select(Branch.started_at).where(Branch.id == branch_id))
     now = utcnow()
-    branch = session.get(Branch, branch_id, populate_existing=True)
-    if branch.status not in BRANCH_ACTIVE:
-        return []
-    duration = (now - branch.started_at).total_seconds() if branch.started_at else None
-    changed = session.execute(
+    row = session.execute(
         update(Branch).where(Branch.id == branch_id, Branch.status.in_(list(BRANCH_ACTIVE)))
         .values(status=status, exit_code=exit_code, error_type=error_type, result_output=result_output,
-                result_error=result_error, completed_at=now, duration=duration)
-        .execution_options(synchronize_session=False)).rowcount
-    if not changed:
+                result_error=result_error, completed_at=now,
+                duration=(now - started_at).total_seconds() if started_at else None)
+        .returning(Branch.execution_id, Branch.branch_serial, Branch.target_serial_ref, Branch.duration)
+        .execution_options(synchronize_session=False)).one_or_none()
+    if row is None:
         return []
-    session.refresh(branch)
-    events = [_branch_event("branch_completed", branch)]
-    events += _close_if_done(session, execution)
+    if last_step is not None:
+        record_step(session, branch_id, last_step)
+    execution_id, branch_serial, target_serial_ref, duration = row
+    events = [_branch_completed(branch_serial, target_serial_ref, status, exit_code, error_type, now, duration)]
+    remaining = session.execute(
+        update(Execution).where(Execution.id == execution_id)
+        .values(active_branches=Execution.active_branches - 1)
+        .returning(Execution.active_branches)).scalar_one()
+    if remaining == 0:
+        events += _close(session, execution_id)
     return events
 
 
-def _close_if_done(session: Session, execution: Execution) -> list[Event]:
-    """Close the execution when no branch is active. The caller holds the execution row lock."""
-    if execution.status != ExecutionStatus.RUNNING:
-        return []
-    counts = dict(session.execute(select(Branch.status, func.count()).where(Branch.execution_id == execution.id)
+def _close(session: Session, execution_id: int) -> list[Event]:
+    """Close an execution whose last branch just finished (the caller holds its row lock)."""
+    execution = session.get(Execution, execution_id, populate_existing=True)
+    counts = dict(session.execute(select(Branch.status, func.count()).where(Branch.execution_id == execution_id)
                                   .group_by(Branch.status)).all())
-    if any(counts.get(s, 0) for s in BRANCH_ACTIVE):
-        return []
     total = sum(counts.values())
     if counts.get(BranchStatus.COMPLETED, 0) == total:
         status = ExecutionStatus.COMPLETED
@@ -235,28 +236,37 @@ def _close_if_done(session: Session, execution: Execution) -> list[Event]:
     if latest == execution.execution_number:
         session.execute(update(Job).where(Job.id == execution.job_id).values(status=status.value))
     session.flush()
-    return [_execution_completed_event(execution, job_serial)]
+    return [_execution_completed_event(execution, job_serial, total)]
 
 
 # ---- cancel --------------------------------------------------------------------------------------
 
 def cancel_execution(session: Session, execution_serial: str) -> tuple[Execution, list[Event]]:
-    """Queued branches end cancelled now; running ones are signalled through the heartbeat."""
+    """Queued branches end cancelled now; running ones see the request on their next heartbeat and
+    are killed. Queued rows are locked before the execution row, the same order as finish_branch."""
     serials.require("execution_serial", execution_serial)
-    execution = session.scalar(select(Execution).where(Execution.execution_serial == execution_serial)
-                               .with_for_update())
+    execution = session.scalar(select(Execution).where(Execution.execution_serial == execution_serial))
     if execution is None:
         raise NotFound("Execution not found", {"execution_serial": execution_serial})
-    events: list[Event] = []
-    if execution.status == ExecutionStatus.RUNNING:
-        if execution.cancel_requested_at is None:
-            execution.cancel_requested_at = utcnow()
-        queued = session.scalars(select(Branch.id).where(Branch.execution_id == execution.id,
-                                                         Branch.status == BranchStatus.QUEUED)).all()
-        for branch_id in queued:
-            events += finish_branch(session, branch_id, BranchStatus.CANCELLED, error_type=ErrorType.CANCELLED,
-                                    result_error="cancelled before it started")
-    session.flush()
+    if execution.status != ExecutionStatus.RUNNING:
+        return execution, []
+    now = utcnow()
+    cancelled = session.execute(
+        update(Branch).where(Branch.execution_id == execution.id, Branch.status == BranchStatus.QUEUED)
+        .values(status=BranchStatus.CANCELLED, error_type=ErrorType.CANCELLED, completed_at=now,
+                result_error="cancelled before it started")
+        .returning(Branch.branch_serial, Branch.target_serial_ref)
+        .execution_options(synchronize_session=False)).all()
+    remaining = session.execute(
+        update(Execution).where(Execution.id == execution.id)
+        .values(active_branches=Execution.active_branches - len(cancelled),
+                cancel_requested_at=func.coalesce(Execution.cancel_requested_at, literal(now, UTCDateTime())))
+        .returning(Execution.active_branches)).scalar_one()
+    events = [_branch_completed(serial, target, BranchStatus.CANCELLED, None, ErrorType.CANCELLED, now, None)
+              for serial, target in sorted(cancelled)]
+    if remaining == 0:
+        events += _close(session, execution.id)
+    session.refresh(execution)
     return execution, events
 
 
