@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass, field
 
 from common.services import executions as svc
-from common.services.targets import fingerprint
+from common.hostkeys import fingerprint
 from common.statuses import BranchStatus, ErrorType
 from worker.runners.base import ConnectError, ConnectionSpec, Session, StepResult
 from worker.runners.output import OutputCollector

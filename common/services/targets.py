@@ -1,29 +1,21 @@
 """Targets: CRUD with archive-on-delete, trust-on-first-use host keys."""
 from __future__ import annotations
 
-import base64
-import hashlib
-
-from sqlalchemy import select, text
+from sqlalchemy import select, text, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from common import serials
 from common.errors import Conflict, Forbidden, ValidationFailed
 from common.models import Credential, Target, utcnow
 from common.services.pagination import Page, PageRequest, contains, paginate
-from common.services.refs import target_by_ref
+from common.services.refs import id_in_range, target_by_ref
 from common.statuses import Role
 
 SORTABLE = {"created_at": Target.created_at, "name": Target.name, "target_serial": Target.target_serial,
             "updated_at": Target.updated_at, "id": Target.id}
 EDITABLE = ("name", "ip_address", "hostname", "port", "credential_id", "connection", "tags", "queue", "enabled",
             "description")
-
-
-def fingerprint(host_key_line: str) -> str:
-    """OpenSSH-style SHA256 fingerprint of "type base64"."""
-    blob = base64.b64decode(host_key_line.split()[1])
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 def _check(session: Session, values: dict, role: str, current: Target | None = None) -> None:
@@ -38,7 +30,8 @@ def _check(session: Session, values: dict, role: str, current: Target | None = N
         credential_id = values.get("credential_id", current.credential_id if current else None)
         if credential_id is None:
             raise ValidationFailed("An SSH target needs credential_id", {"field": "credential_id"})
-    if values.get("credential_id") is not None and session.get(Credential, values["credential_id"]) is None:
+    credential_id = values.get("credential_id")
+    if credential_id is not None and (not id_in_range(credential_id) or session.get(Credential, credential_id) is None):
         raise ValidationFailed("Credential does not exist",
                                {"field": "credential_id", "received": values["credential_id"]})
     name = values.get("name")
@@ -103,7 +96,7 @@ def list_targets(session: Session, req: PageRequest, *, name: str | None = None,
         stmt = stmt.where(Target.queue == queue)
     if tag:
         if session.get_bind().dialect.name == "postgresql":
-            stmt = stmt.where(Target.tags.contains([tag]))
+            stmt = stmt.where(type_coerce(Target.tags, JSONB).contains([tag]))  # jsonb @>, not LIKE
         else:
             stmt = stmt.where(text("EXISTS (SELECT 1 FROM json_each(targets.tags) WHERE json_each.value = :tag)")
                               .bindparams(tag=tag))

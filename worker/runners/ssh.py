@@ -42,6 +42,8 @@ from paramiko.ssh_exception import (
     SSHException,
 )
 
+from common.hostkeys import fingerprint
+
 from .base import ConnectError, ConnectionSpec, StepResult
 from .output import DEFAULT_OUTPUT_CAP, OutputCollector
 
@@ -67,16 +69,6 @@ def _utcnow() -> datetime:
 def host_key_line(key: paramiko.PKey) -> str:
     """The "type base64" form used for pinning (same as a known_hosts entry without the host)."""
     return f"{key.get_name()} {key.get_base64()}"
-
-
-def fingerprint(key_line: str) -> str:
-    """OpenSSH-style SHA256 fingerprint of a "type base64" key, for messages humans compare."""
-    try:
-        blob = base64.b64decode(key_line.split()[1])
-    except (IndexError, ValueError):
-        return "<unparseable key>"
-    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-    return f"SHA256:{digest}"
 
 
 def _normalize_key_line(line: str) -> tuple[str, str]:
