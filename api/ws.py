@@ -145,10 +145,14 @@ def executions_stream(ws):
             return
         ws.send(json.dumps({"type": "subscribed", "data": filters}))
         log.info("websocket subscribed user=%s filters=%s", user.username, filters)
+        relay = OrderedRelay(lambda event: ws.send(json.dumps(event)))
         while ws.connected:
-            event = subscription.get(timeout=IDLE_POLL_SECONDS)
+            due = relay.next_due()
+            wait = IDLE_POLL_SECONDS if due is None else max(0.0, min(IDLE_POLL_SECONDS, due - time.monotonic()))
+            event = subscription.get(timeout=wait)
             if event is not None and _matches(event, filters):
-                ws.send(json.dumps(event))
+                relay.push(event)
+            relay.flush_due()
             try:
                 ws.receive(timeout=0)  # notices a client close; client messages are otherwise ignored
             except ConnectionClosed:

@@ -92,7 +92,8 @@ class RedisEventBus:
 
         self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
                                            health_check_interval=30)
-        self._channel = channel
+        # pub/sub ignores database numbers: scope the channel to ours so stacks sharing a server stay apart
+        self._channel = f"{channel}:{self._redis.connection_pool.connection_kwargs.get('db', 0)}"
         self._hub = _Hub()
         self._listener: threading.Thread | None = None
         self._listener_lock = threading.Lock()
@@ -122,14 +123,15 @@ class RedisEventBus:
     def _listen(self) -> None:
         backoff = 0.1
         while not self._stop.is_set():
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._redis.pubsub()
             try:
                 pubsub.subscribe(self._channel)
-                self._ready.set()
                 backoff = 0.1
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=1.0)
-                    if message and message["type"] == "message":
+                    if message and message["type"] == "subscribe":
+                        self._ready.set()  # confirmed by Redis: from here on nothing published is missed
+                    elif message and message["type"] == "message":
                         try:
                             self._hub.deliver(json.loads(message["data"]))
                         except ValueError:
