@@ -103,11 +103,14 @@ def load_execution(session: Session, execution_id: int) -> Execution:
 
 
 def set_dispatched(session: Session, branch_ids: list[int], when: datetime | None) -> None:
-    """Record (or, with None, forget) that these queued branches were handed to the broker. Branches
-    are marked before sending, so no bulk update ever races the workers' row locks after a send."""
-    if branch_ids:
-        session.execute(update(Branch).where(Branch.id.in_(branch_ids), Branch.status == BranchStatus.QUEUED)
-                        .values(dispatched_at=when).execution_options(synchronize_session=False))
+    """Record (or, with None, forget) that these queued branches were handed to the broker. Rows
+    locked by a claim or a cancel are skipped, never waited for: this update can deadlock nothing."""
+    if not branch_ids:
+        return
+    lockable = (select(Branch.id).where(Branch.id.in_(branch_ids), Branch.status == BranchStatus.QUEUED)
+                .order_by(Branch.id).with_for_update(skip_locked=True))
+    session.execute(update(Branch).where(Branch.id.in_(lockable)).values(dispatched_at=when)
+                    .execution_options(synchronize_session=False))
 
 
 # ---- claim / run / finish ------------------------------------------------------------------------

@@ -1,0 +1,332 @@
+"""Helpers for the engine's real-component tests: Celery worker/beat subprocesses, an API driver,
+database reads, an event recorder on Redis pub/sub, and `wait_for` (tests poll observable state
+with a deadline; they never sleep to synchronise)."""
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+
+from common.db import Database
+from common.events import RedisEventBus
+from common.models import Branch, BranchStep, Execution, Job
+from tests.conftest import FERNET_SECRET, JWT_SECRET
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CELERY_BIN = str(REPO_ROOT / ".venv" / "bin" / "celery")
+
+# The short engine timings the brief asks for (production defaults are seconds to minutes).
+HEARTBEAT_SECONDS = 0.5
+WORKER_LOST_SECONDS = 3.0
+DISPATCH_GRACE_SECONDS = 1.0
+SWEEP_INTERVAL_SECONDS = 1.0
+FIRE_DUE_INTERVAL = 1.0  # worker.celery_app.FIRE_DUE_INTERVAL
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------- waiting
+
+def wait_for(predicate: Callable[[], T], timeout: float = 15.0, *, interval: float = 0.05,
+             message: str = "condition", describe: Callable[[], str] | None = None) -> T:
+    """Poll `predicate` until it returns something truthy and return that; fail at the deadline,
+    with `describe()` (current state, log tails) in the message."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            detail = ""
+            if describe is not None:
+                try:
+                    detail = "\n" + describe()
+                except Exception as exc:  # the diagnostics must not hide the timeout
+                    detail = f"\n(describe failed: {exc!r})"
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {message}{detail}")
+        time.sleep(interval)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def sleep_marker() -> str:
+    """A number that is a valid extra `sleep` operand (adds nothing noticeable) and is unique, so the
+    remote `sleep` and its shell can be found in /proc by their command lines."""
+    return "0.000" + "".join(secrets.choice("123456789") for _ in range(12))
+
+
+# --------------------------------------------------------------------------------------- Celery
+
+_LIVE: set["CeleryProcess"] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:  # a safety net when a finalizer never ran (e.g. pytest was interrupted)
+    for proc in list(_LIVE):
+        proc.stop(grace=2)
+
+
+def celery_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    """Production-mode settings from the environment, pointing at the test database and Redis."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPSCONDUCTOR_", "CELERY_"))}
+    env.update(
+        DATABASE_URL=database_url, REDIS_URL=redis_url, JWT_SECRET_KEY=JWT_SECRET,
+        OPSCONDUCTOR_SECRET_KEY=FERNET_SECRET, OPSCONDUCTOR_EMBEDDED="0",
+        OPSCONDUCTOR_SKIP_MIGRATE="1",  # the pg_url fixture already migrated the database
+        HEARTBEAT_SECONDS=str(HEARTBEAT_SECONDS), WORKER_LOST_SECONDS=str(WORKER_LOST_SECONDS),
+        DISPATCH_GRACE_SECONDS=str(DISPATCH_GRACE_SECONDS), SWEEP_INTERVAL_SECONDS=str(SWEEP_INTERVAL_SECONDS),
+        WORKER_CONCURRENCY="8", LOG_LEVEL="INFO", PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+class CeleryProcess:
+    """`celery -A worker.main worker|beat` as a subprocess with its own log file."""
+
+    def __init__(self, kind: str, env: dict[str, str], workdir: Path, name: str, *,
+                 queues: Iterable[str] = ("default",)):
+        assert kind in ("worker", "beat")
+        self.kind = kind
+        self.env = env
+        self.name = name
+        self.queues = tuple(queues)
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / f"{name}.log"
+        self.schedule_path = workdir / f"{name}-schedule"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def argv(self) -> list[str]:
+        if self.kind == "worker":
+            return [CELERY_BIN, "-A", "worker.main", "worker", "--pool", "threads", "--concurrency", "8",
+                    "-Q", ",".join(self.queues), "--without-gossip", "--without-mingle",
+                    "-n", f"{self.name}@%h", "--loglevel", "INFO"]
+        return [CELERY_BIN, "-A", "worker.main", "beat", "--schedule", str(self.schedule_path), "--loglevel", "INFO"]
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def runtime_name(self) -> str:
+        """What the worker writes into branches.worker (worker.runtime.WorkerRuntime.name)."""
+        return f"{socket.gethostname()}:{self.pid}"
+
+    def start(self, timeout: float = 30.0) -> "CeleryProcess":
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(self.argv, cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+        _LIVE.add(self)
+        ready = re.compile(r"celery\.apps\.worker \S+ ready\." if self.kind == "worker" else r"beat: Starting\.\.\.")
+
+        def is_ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.proc.returncode} at start:\n{self.log_tail()}")
+            return bool(ready.search(self.log_text()))
+
+        try:
+            wait_for(is_ready, timeout, interval=0.05, message=f"{self.kind} {self.name} ready",
+                     describe=self.log_tail)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return f"--- {self.name} log ({self.log_path}) ---\n{self.log_text()[-chars:]}"
+
+    def count(self, pattern: str) -> int:
+        return len(re.findall(pattern, self.log_text()))
+
+    def kill(self) -> None:
+        """SIGKILL: no warm shutdown, no acks, no cleanup (a crashed host)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        _LIVE.discard(self)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Terminate (warm shutdown), then kill at the deadline."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        _LIVE.discard(self)
+
+
+# --------------------------------------------------------------------------------------- API
+
+def command(name: str, cmd: str, *, timeout: float | None = None, continue_on_error: bool = False) -> dict:
+    action = {"action_type": "command", "action_name": name, "action_parameters": {"command": cmd},
+              "continue_on_error": continue_on_error}
+    if timeout is not None:
+        action["timeout_seconds"] = timeout
+    return action
+
+
+class EngineApi:
+    """Drives the Flask test client as an administrator; every call asserts its status code."""
+
+    def __init__(self, client, headers: dict[str, str]):
+        self.client = client
+        self.headers = headers
+
+    def call(self, method: str, path: str, expect: int, json: Any = None) -> Any:
+        response = self.client.open(path, method=method, json=json, headers=self.headers)
+        assert response.status_code == expect, f"{method} {path}: {response.status_code} {response.get_data(True)}"
+        return response.get_json(silent=True)
+
+    def credential(self, *, private_key: str | None = None, password: str | None = None,
+                   username: str = "opsc-test") -> int:
+        body = {"name": unique("cred"), "username": username,
+                "auth_type": "key" if private_key else "password"}
+        body.update({"private_key": private_key} if private_key else {"password": password})
+        return self.call("POST", "/api/credentials", 201, body)["id"]
+
+    def target(self, *, ip: str | None = None, port: int = 22, credential_id: int | None = None,
+               queue: str = "default", connection: str = "ssh") -> dict:
+        body: dict[str, Any] = {"name": unique("target"), "connection": connection, "queue": queue}
+        if connection == "ssh":
+            body.update(ip_address=ip, port=port, credential_id=credential_id)
+        return self.call("POST", "/api/targets", 201, body)
+
+    def get_target(self, target_id: int) -> dict:
+        return self.call("GET", f"/api/targets/{target_id}", 200)
+
+    def job(self, actions: list[dict], target_ids: list[int], **extra: Any) -> dict:
+        body = {"name": unique("job"), "actions": actions, "target_ids": target_ids, **extra}
+        return self.call("POST", "/api/jobs", 201, body)
+
+    def get_job(self, job_id: int | str) -> dict:
+        return self.call("GET", f"/api/jobs/{job_id}", 200)
+
+    def execute(self, job_id: int | str, target_ids: list[int] | None = None) -> dict:
+        body = {"target_ids": target_ids} if target_ids is not None else None
+        return self.call("POST", f"/api/jobs/{job_id}/execute", 201, body)
+
+    def run(self, actions: list[dict], target_ids: list[int]) -> dict:
+        """Create a job and execute it; returns the 201 body."""
+        return self.execute(self.job(actions, target_ids)["id"])
+
+    def cancel(self, execution_serial: str) -> dict:
+        return self.call("POST", f"/api/executions/serial/{execution_serial}/cancel", 200)
+
+
+# --------------------------------------------------------------------------------------- database
+
+def execution_row(db: Database, execution_serial: str) -> Execution:
+    with db.session() as session:
+        return session.scalar(select(Execution).where(Execution.execution_serial == execution_serial))
+
+
+def branch_rows(db: Database, execution_serial: str) -> list[Branch]:
+    with db.session() as session:
+        return list(session.scalars(select(Branch).join(Execution, Execution.id == Branch.execution_id)
+                                    .where(Execution.execution_serial == execution_serial)
+                                    .order_by(Branch.branch_number)))
+
+
+def branch_row(db: Database, branch_id: int) -> Branch:
+    with db.session() as session:
+        return session.get(Branch, branch_id)
+
+
+def step_rows(db: Database, branch_id: int) -> list[BranchStep]:
+    with db.session() as session:
+        return list(session.scalars(select(BranchStep).where(BranchStep.branch_id == branch_id)
+                                    .order_by(BranchStep.position)))
+
+
+def job_row(db: Database, job_id: int) -> Job:
+    with db.session() as session:
+        return session.get(Job, job_id)
+
+
+def executions_of(db: Database, job_id: int) -> list[Execution]:
+    with db.session() as session:
+        return list(session.scalars(select(Execution).where(Execution.job_id == job_id)
+                                    .order_by(Execution.execution_number)))
+
+
+def describe_execution(db: Database, execution_serial: str) -> str:
+    execution = execution_row(db, execution_serial)
+    lines = [f"execution {execution_serial}: {execution.status if execution else 'missing'}"]
+    for b in branch_rows(db, execution_serial):
+        lines.append(f"  {b.branch_serial} status={b.status} error_type={b.error_type} exit={b.exit_code} "
+                     f"worker={b.worker} dispatched_at={b.dispatched_at} err={(b.result_error or '')[:200]!r}")
+    return "\n".join(lines)
+
+
+def wait_execution_done(db: Database, execution_serial: str, timeout: float = 20.0,
+                        logs: Callable[[], str] | None = None) -> Execution:
+    def done() -> Execution | None:
+        row = execution_row(db, execution_serial)
+        return row if row is not None and row.status != "running" else None
+
+    def describe() -> str:
+        return describe_execution(db, execution_serial) + ("\n" + logs() if logs else "")
+
+    return wait_for(done, timeout, message=f"execution {execution_serial} to finish", describe=describe)
+
+
+# --------------------------------------------------------------------------------------- events
+
+class EventRecorder:
+    """One Redis pub/sub subscription for the whole module; events are kept in arrival order."""
+
+    def __init__(self, redis_url: str):
+        self.bus = RedisEventBus(redis_url)
+        self.subscription = self.bus.subscribe()
+        assert self.bus.wait_ready(10), "event subscription never became ready"
+        self.events: list[dict] = []
+
+    def drain(self) -> list[dict]:
+        while True:
+            event = self.subscription.get(timeout=0)
+            if event is None:
+                return self.events
+            self.events.append(event)
+
+    def of_execution(self, execution_serial: str) -> list[dict]:
+        return [e for e in self.drain() if e["data"].get("execution_serial") == execution_serial]
+
+    def wait(self, execution_serial: str, predicate: Callable[[list[dict]], bool], timeout: float = 10.0,
+             message: str = "events") -> list[dict]:
+        def check() -> list[dict] | None:
+            events = self.of_execution(execution_serial)
+            return events if predicate(events) else None
+
+        return wait_for(check, timeout, message=message,
+                        describe=lambda: "\n".join(f"  {e['type']} {e['data']}" for e in
+                                                   self.of_execution(execution_serial)))
+
+    def close(self) -> None:
+        self.subscription.close()
+        self.bus.close()
