@@ -48,8 +48,10 @@ class Branch(Base):
         Index("ix_branches_active", "status", "queued_at",
               postgresql_where=text("status IN ('queued', 'running')"),
               sqlite_where=text("status IN ('queued', 'running')")),
-        # read API (migration 0002): a target's branches newest first; serial-prefix search on PostgreSQL
+        # read API (migration 0002): a target's branches newest first; newest branches of a broad search;
+        # serial-prefix search on PostgreSQL
         Index("ix_branches_target_queued", "target_id", "queued_at", "id"),
+        Index("ix_branches_queued_at", "queued_at"),
         Index("ix_branches_serial_pattern", "branch_serial",
               postgresql_ops={"branch_serial": "varchar_pattern_ops"}).ddl_if(dialect="postgresql"),
     )

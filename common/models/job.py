@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import Column, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from common.models.base import Base, JSONType, UTCDateTime, new_uuid, utcnow
@@ -50,6 +50,11 @@ class Job(Base):
     @property
     def target_ids(self) -> list[int]:
         return [t.id for t in self.targets]
+
+
+# read API (migration 0002, PostgreSQL with pg_trgm only): search by "name contains q"
+Index("ix_jobs_name_trgm", func.lower(Job.name).label("lower_name"), postgresql_using="gin",
+      postgresql_ops={"lower_name": "gin_trgm_ops"}).ddl_if(dialect="postgresql")
 
 
 class JobAction(Base):
