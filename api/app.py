@@ -22,6 +22,13 @@ BLUEPRINTS = (auth.bp, users.bp, credentials.bp, targets.bp, target_history.bp, 
               analytics.bp, health.bp, openapi.bp, ws.bp)
 
 
+def _retry_after_only_on_429(response):
+    """flask-limiter adds Retry-After whenever it adds the rate-limit headers; it means something only on a 429."""
+    if response.status_code != 429:
+        response.headers.pop("Retry-After", None)
+    return response
+
+
 def create_app(settings: Settings | None = None, *, db: Database | None = None, dispatcher: Any = None,
                events: Any = None) -> Flask:
     settings = settings or Settings.from_env()
@@ -49,6 +56,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
 
     jwt.init_app(app)
     auth.register_jwt_handlers()
+    app.after_request(_retry_after_only_on_429)  # registered first so it runs after the limiter's hook
     limiter.init_app(app)
     sock.init_app(app)
     register_error_handlers(app)

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Flask, jsonify, request
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from common import errors as domain
@@ -68,6 +69,14 @@ def pydantic_details(exc: ValidationError, *, location: str | None = None) -> di
     return details
 
 
+def _is_conflict(exc: IntegrityError) -> bool:
+    code = getattr(exc.orig, "pgcode", None)
+    if code is not None:
+        return code in ("23505", "23503")  # unique_violation, foreign_key_violation
+    text = str(exc.orig)
+    return text.startswith("UNIQUE constraint failed") or text.startswith("FOREIGN KEY constraint failed")
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
@@ -99,6 +108,15 @@ def register_error_handlers(app: Flask) -> None:
         if status == 405 and exc.valid_methods:
             response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
         return response
+
+    @app.errorhandler(IntegrityError)
+    def _integrity(exc: IntegrityError):
+        # a unique or foreign-key violation is what a concurrent request that won a race leaves: 409;
+        # anything else (NOT NULL, CHECK) is a bug: 500
+        if _is_conflict(exc):
+            log.info("integrity conflict method=%s path=%s", request.method, request.path)
+            return error_response(409, "The change conflicts with a concurrent change; retry", {})
+        return _unexpected(exc)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

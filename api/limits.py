@@ -39,11 +39,19 @@ def _exempt() -> bool:
     return not request.path.startswith("/api/")
 
 
+def _request_identifier() -> str:
+    # unmatched /api paths (404, 405) have no endpoint; name them so they are limited and get headers too
+    return request.endpoint or "unrouted"
+
+
+# application limits, not default limits: a default limit is counted per route, so a user would get the
+# budget once per endpoint; the reference's "100 requests/minute" is one budget per user across the API
 limiter = Limiter(
     key_func=rate_limit_key,
-    default_limits=[rate_limit_value],
-    default_limits_exempt_when=_exempt,
+    application_limits=[rate_limit_value],
+    application_limits_exempt_when=_exempt,
     headers_enabled=True,
     key_prefix="opsconductor",
     strategy="fixed-window",
+    request_identifier=_request_identifier,
 )

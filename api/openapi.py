@@ -41,8 +41,10 @@ def build_document(app: Flask) -> dict[str, Any]:
         routes.append((rule, view, spec))
         if spec is not None:
             models.update(m for m in (spec.body, spec.response) if isinstance(m, type))
-    _, top = models_json_schema([(m, "serialization") for m in models if m is not None], ref_template=REF)
+    key_map, top = models_json_schema([(m, "serialization") for m in models if m is not None], ref_template=REF)
     schemas: dict[str, Any] = dict(top.get("$defs", {}))
+    # pydantic names generic models "PageOut_JobOut_": take each model's $ref from pydantic, not its __name__
+    refs = {model: schema["$ref"] for (model, _mode), schema in key_map.items() if "$ref" in schema}
     paths: dict[str, Any] = {}
     for rule, view, spec in sorted(routes, key=lambda r: r[0].rule):
         if rule.endpoint == "static":
@@ -52,7 +54,7 @@ def build_document(app: Flask) -> dict[str, Any]:
             op: dict[str, Any] = {"operationId": f"{rule.endpoint}_{method.lower()}".replace(".", "_"),
                                   "tags": [rule.endpoint.split(".")[0]], "parameters": list(params)}
             op["summary"] = spec.summary if spec else (view.__doc__ or rule.endpoint).strip().splitlines()[0]
-            op["responses"] = _responses(spec)
+            op["responses"] = _responses(spec, refs)
             if spec is not None:
                 if spec.auth:
                     op["security"] = [{"bearerAuth": []}]
@@ -62,7 +64,7 @@ def build_document(app: Flask) -> dict[str, Any]:
                     op["parameters"] += _query_params(spec.query, schemas)
                 if spec.body is not None:
                     op["requestBody"] = {"required": not spec.optional_body, "content": {"application/json": {
-                        "schema": {"$ref": REF.format(model=spec.body.__name__)}}}}
+                        "schema": {"$ref": refs.get(spec.body, REF.format(model=spec.body.__name__))}}}}
             paths.setdefault(path, {})[method.lower()] = op
     return {
         "openapi": "3.1.0",
@@ -75,14 +77,15 @@ def build_document(app: Flask) -> dict[str, Any]:
     }
 
 
-def _responses(spec) -> dict[str, Any]:
+def _responses(spec, refs: dict) -> dict[str, Any]:
     error = {"description": "Error", "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorOut")}}}}
     if spec is None:
         return {"200": {"description": "OK"}}
     ok: dict[str, Any] = {"description": spec.summary}
     if spec.response is not None and spec.status != 204:
         name = getattr(spec.response, "__name__", None)
-        ok["content"] = {"application/json": {"schema": {"$ref": REF.format(model=name)}}}
+        ref = refs.get(spec.response, REF.format(model=name))
+        ok["content"] = {"application/json": {"schema": {"$ref": ref}}}
     responses = {str(spec.status): ok}
     codes = set(spec.errors) | {429, 500}
     if spec.body is not None or spec.query is not None:

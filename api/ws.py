@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 
 from flask import Blueprint, request
@@ -119,29 +120,41 @@ class OrderedRelay:
         self._send(event)
 
 
+def _refuse(ws, code: int, message: str) -> None:
+    """Close from our side. Under werkzeug (the embedded server) the handshake's socket would then
+    wait for the client's close reply while the client waits for EOF; ending our write side lets
+    browsers and Node see the close code at once."""
+    ws.close(reason=code, message=message[:120])
+    if getattr(ws, "mode", None) == "werkzeug":
+        try:
+            ws.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
 @sock.route("/ws/executions", bp=bp)
 def executions_stream(ws):
     try:
         filters = _filters()
     except Exception as exc:
-        ws.close(reason=POLICY_VIOLATION, message=str(getattr(exc, "message", "invalid filter"))[:120])
+        _refuse(ws, POLICY_VIOLATION, str(getattr(exc, "message", "invalid filter")))
         return
     user = _user_for(_bearer())
     if user is None and not request.headers.get("Authorization") and "token" not in request.args:
         user = _user_for(_first_message_token(ws))
     if user is None:
-        ws.close(reason=POLICY_VIOLATION, message="authentication required")
+        _refuse(ws, POLICY_VIOLATION, "authentication required")
         return
     bus = platform().events
     if bus is None:
-        ws.close(reason=1011, message="events unavailable")
+        _refuse(ws, 1011, "events unavailable")
         return
     with bus.subscribe() as subscription:
         # "subscribed" promises delivery of every later event: with Redis, the process's listener
         # (started lazily by the first subscriber, or reconnecting) must be subscribed first.
         wait_ready = getattr(bus, "wait_ready", None)
         if wait_ready is not None and not wait_ready(SUBSCRIBE_WAIT_SECONDS):
-            ws.close(reason=1011, message="events unavailable")
+            _refuse(ws, 1011, "events unavailable")
             return
         ws.send(json.dumps({"type": "subscribed", "data": filters}))
         log.info("websocket subscribed user=%s filters=%s", user.username, filters)

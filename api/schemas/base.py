@@ -16,6 +16,16 @@ def rfc3339(value: datetime) -> str:
 UTCTime = Annotated[datetime, PlainSerializer(rfc3339, return_type=str, when_used="json")]
 
 
+def _no_default(schema: dict) -> None:
+    schema.pop("default", None)
+
+
+def Omittable(**constraints: Any) -> Any:  # noqa: N802 - used like Field
+    """A PATCH field that may be left out (None: unchanged) but not sent as null: its column is NOT NULL.
+    The schema shows no default, since null is not a valid value."""
+    return Field(None, json_schema_extra=_no_default, **constraints)
+
+
 class InModel(BaseModel):
     """Request bodies: unknown fields are rejected so a typo never passes silently."""
 
@@ -50,7 +60,7 @@ class PageOut(BaseModel, Generic[T]):
 
 
 class PageQuery(InModel):
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, le=2**31 - 1)  # bounded so the row offset cannot overflow
     per_page: int = Field(20, ge=1, le=100)
     order: Literal["asc", "desc"] = "desc"
 

@@ -1,38 +1,43 @@
 """Credentials: secrets go in, never come out."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StringConstraints, ValidationInfo, field_validator
 
-from api.schemas.base import InModel, OutModel, PageQuery, UTCTime
+from api.schemas.base import InModel, Omittable, OutModel, PageQuery, UTCTime
+
+# secrets are stored exactly as given: stripping would change a passphrase or password
+Secret = Annotated[str, StringConstraints(strip_whitespace=False)]
 
 
 class CredentialIn(InModel):
     name: str = Field(min_length=1, max_length=128)
     username: str = Field(min_length=1, max_length=128)
     auth_type: Literal["key", "password"]
-    private_key: str | None = Field(None, max_length=32768)
-    passphrase: str | None = Field(None, max_length=1024)
-    password: str | None = Field(None, max_length=1024)
+    private_key: Secret | None = Field(None, max_length=32768, validate_default=True)
+    passphrase: Secret | None = Field(None, max_length=1024)
+    password: Secret | None = Field(None, max_length=1024, validate_default=True)
     description: str | None = Field(None, max_length=2000)
 
-    @model_validator(mode="after")
-    def _secret_matches_type(self):
-        if self.auth_type == "key" and not self.private_key:
-            raise ValueError("private_key is required when auth_type is 'key'")
-        if self.auth_type == "password" and not self.password:
-            raise ValueError("password is required when auth_type is 'password'")
-        return self
+    # a field validator (not a model validator) so that the 422 names the missing field
+    @field_validator("private_key", "password")
+    @classmethod
+    def _secret_matches_type(cls, value, info: ValidationInfo):
+        needed = {"private_key": "key", "password": "password"}[info.field_name]
+        if info.data.get("auth_type") == needed and not value:
+            raise ValueError(f"{info.field_name} is required when auth_type is '{needed}'")
+        return value
 
 
 class CredentialUpdate(InModel):
-    name: str | None = Field(None, min_length=1, max_length=128)
-    username: str | None = Field(None, min_length=1, max_length=128)
-    auth_type: Literal["key", "password"] | None = None
-    private_key: str | None = Field(None, max_length=32768)
-    passphrase: str | None = Field(None, max_length=1024)
-    password: str | None = Field(None, max_length=1024)
+    # fields typed without "| None" may be omitted but not set to null
+    name: str = Omittable(min_length=1, max_length=128)
+    username: str = Omittable(min_length=1, max_length=128)
+    auth_type: Literal["key", "password"] = Omittable()
+    private_key: Secret | None = Field(None, max_length=32768)
+    passphrase: Secret | None = Field(None, max_length=1024)
+    password: Secret | None = Field(None, max_length=1024)
     description: str | None = Field(None, max_length=2000)
 
 

@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, Field, model_validator
 
-from api.schemas.base import InModel, OutModel, PageQuery, UTCTime
+from api.schemas.base import InModel, Omittable, OutModel, PageQuery, UTCTime
 
 
 class ActionIn(InModel):
@@ -40,10 +40,11 @@ class JobIn(InModel):
 
 
 class JobUpdate(InModel):
-    name: str | None = Field(None, min_length=1, max_length=255)
+    # fields typed without "| None" may be omitted but not set to null
+    name: str = Omittable(min_length=1, max_length=255)
     description: str | None = Field(None, max_length=5000)
-    job_type: str | None = Field(None, min_length=1, max_length=32)
-    actions: list[ActionIn] | None = Field(None, min_length=1, max_length=100)
+    job_type: str = Omittable(min_length=1, max_length=32)
+    actions: list[ActionIn] = Omittable(min_length=1, max_length=100)
     target_ids: list[int] | None = Field(None, max_length=10000)
     scheduled_at: AwareDatetime | None = None
 

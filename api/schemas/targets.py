@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
-from api.schemas.base import InModel, OutModel, PageQuery, UTCTime
+from api.schemas.base import InModel, Omittable, OutModel, PageQuery, UTCTime
 
 HOSTNAME = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 QUEUE = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -39,15 +39,16 @@ class TargetIn(TargetFields):
 
 
 class TargetUpdate(InModel):
-    name: str | None = Field(None, min_length=1, max_length=255)
+    # fields typed without "| None" may be omitted but not set to null (their columns are NOT NULL)
+    name: str = Omittable(min_length=1, max_length=255)
     ip_address: IPAddress | None = None
     hostname: str | None = Field(None, pattern=HOSTNAME, max_length=253)
-    port: int | None = Field(None, ge=1, le=65535)
+    port: int = Omittable(ge=1, le=65535)
     credential_id: int | None = None
-    connection: Literal["ssh", "local"] | None = None
-    tags: list[str] | None = Field(None, max_length=50)
-    queue: str | None = Field(None, pattern=QUEUE)
-    enabled: bool | None = None
+    connection: Literal["ssh", "local"] = Omittable()
+    tags: list[str] = Omittable(max_length=50)
+    queue: str = Omittable(pattern=QUEUE)
+    enabled: bool = Omittable()
     description: str | None = Field(None, max_length=2000)
 
 

@@ -8,6 +8,7 @@ from common.crypto import SecretBox
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.models import Credential, Target
 from common.services.pagination import Page, PageRequest, paginate
+from common.services.refs import id_in_range
 
 
 def _validate_secret(auth_type: str, private_key: str | None, password: str | None) -> str:
@@ -38,7 +39,7 @@ def create_credential(session: Session, box: SecretBox, *, name: str, username: 
 
 
 def get_credential(session: Session, credential_id: int) -> Credential:
-    cred = session.get(Credential, credential_id)
+    cred = session.get(Credential, credential_id) if id_in_range(credential_id) else None
     if cred is None:
         raise NotFound("Credential not found", {"credential_id": credential_id})
     return cred

@@ -10,7 +10,7 @@ from common import serials
 from common.errors import Conflict, ValidationFailed
 from common.models import Job, JobAction, Target, job_targets, utcnow
 from common.services.pagination import Page, PageRequest, contains, paginate
-from common.services.refs import job_by_ref
+from common.services.refs import id_in_range, job_by_ref
 from common.statuses import JobStatus
 
 SORTABLE = {"created_at": Job.created_at, "updated_at": Job.updated_at, "name": Job.name,
@@ -21,7 +21,8 @@ def resolve_targets(session: Session, target_ids: list[int], field: str = "targe
     """Targets by id in the given order; every id must exist, be live and enabled."""
     if len(set(target_ids)) != len(target_ids):
         raise ValidationFailed("target_ids contains duplicates", {"field": field, "received": target_ids})
-    found = {t.id: t for t in session.scalars(select(Target).where(Target.id.in_(target_ids)))}
+    candidates = [i for i in target_ids if id_in_range(i)]
+    found = {t.id: t for t in session.scalars(select(Target).where(Target.id.in_(candidates)))}
     missing = [i for i in target_ids if i not in found]
     if missing:
         raise ValidationFailed("Unknown target ids", {"field": field, "received": missing})
@@ -37,7 +38,10 @@ def _check_schedule(scheduled_at: datetime | None) -> None:
                                {"field": "scheduled_at", "received": scheduled_at.isoformat()})
 
 
-def _set_actions(job: Job, actions: list[dict]) -> None:
+def _set_actions(session: Session, job: Job, actions: list[dict]) -> None:
+    if job.actions:  # replacing: delete the old rows first, or the new ones collide on (job_id, position)
+        job.actions.clear()
+        session.flush()
     job.actions = [JobAction(position=i + 1, **a) for i, a in enumerate(actions)]
 
 
@@ -60,7 +64,7 @@ def create_job(session: Session, values: dict, *, user_id: int | None) -> Job:
               job_type=values.get("job_type") or "command", scheduled_at=scheduled_at,
               status=JobStatus.SCHEDULED if scheduled_at else JobStatus.READY, created_by=user_id,
               created_at=now, updated_at=now, job_serial=serials.allocate_job_serial(session, now))
-    _set_actions(job, values["actions"])
+    _set_actions(session, job, values["actions"])
     session.add(job)
     session.flush()
     _set_targets(session, job, target_ids)
@@ -82,7 +86,7 @@ def update_job(session: Session, ref: str, values: dict) -> Job:
         if key in values:
             setattr(job, key, values[key])
     if "actions" in values:
-        _set_actions(job, values["actions"])
+        _set_actions(session, job, values["actions"])
     if "target_ids" in values:
         _set_targets(session, job, values["target_ids"] or [])
     if "scheduled_at" in values:

@@ -8,10 +8,16 @@ from common import serials
 from common.errors import NotFound
 from common.models import Job, Target
 
+MAX_ID = 2**31 - 1  # ids are INTEGER columns; a larger number cannot exist (and overflows SQLite binds)
+
+
+def id_in_range(value: int) -> bool:
+    return 0 < value <= MAX_ID
+
 
 def _lookup(session: Session, model, serial_column, kind: str, ref: str | int, label: str):
     if isinstance(ref, int) or (str(ref).isascii() and str(ref).isdigit()):
-        obj = session.get(model, int(ref))
+        obj = session.get(model, int(ref)) if id_in_range(int(ref)) else None
     else:
         serials.require(kind, str(ref))
         obj = session.scalar(select(model).where(serial_column == ref))

@@ -31,7 +31,8 @@ def _check(session: Session, values: dict, role: str, current: Target | None = N
         if credential_id is None:
             raise ValidationFailed("An SSH target needs credential_id", {"field": "credential_id"})
     credential_id = values.get("credential_id")
-    if credential_id is not None and (not id_in_range(credential_id) or session.get(Credential, credential_id) is None):
+    if credential_id is not None and (not id_in_range(credential_id)
+                                      or session.get(Credential, credential_id) is None):
         raise ValidationFailed("Credential does not exist",
                                {"field": "credential_id", "received": values["credential_id"]})
     name = values.get("name")

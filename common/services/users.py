@@ -11,6 +11,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.models import User
 from common.services.pagination import Page, PageRequest, paginate
+from common.services.refs import id_in_range
 from common.statuses import Role
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
 
 
 def get_user(session: Session, user_id: int) -> User:
-    user = session.get(User, user_id)
+    user = session.get(User, user_id) if id_in_range(user_id) else None
     if user is None:
         raise NotFound("User not found", {"user_id": user_id})
     return user

@@ -1,0 +1,290 @@
+// The resource groups of EnableDRMClient. Requests take camelCase and send snake_case; responses come back camelCase.
+import { WaitTimeout } from './errors.js';
+import { EventStream, eventsURL } from './events.js';
+import { segment } from './http.js';
+
+export const TERMINAL_EXECUTION_STATUSES = Object.freeze(['completed', 'failed', 'cancelled']);
+export const TERMINAL_BRANCH_STATUSES = Object.freeze(['completed', 'failed', 'timed_out', 'cancelled']);
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+class Resource {
+  constructor(http, client) {
+    this._http = http;
+    this._client = client;
+  }
+
+  /** Every item of a paginated list, page after page, until hasNext is false. */
+  async *_iterate(list, params = {}) {
+    const { perPage = 100, page: first = 1, ...rest } = params;
+    for (let page = first; ; page += 1) {
+      const result = await list({ ...rest, page, perPage });
+      yield* result.data;
+      if (!result.pagination?.hasNext || result.data.length === 0) return;
+    }
+  }
+}
+
+export class AuthResource extends Resource {
+  /** Exchange a username and password for tokens; the client then uses the access token. */
+  async login(username, password) {
+    const token = await this._http.json('POST', '/auth/login', { body: { username, password }, auth: false });
+    this._http.token = token.accessToken;
+    this._http.refreshToken = token.refreshToken ?? null;
+    return token;
+  }
+
+  /** A new access token from the refresh token (the one from login() by default); the client then uses it. */
+  async refresh(refreshToken = null) {
+    const bearer = refreshToken ?? this._http.refreshToken;
+    if (!bearer) throw new TypeError('no refresh token: call auth.login() first or pass a refresh token');
+    const token = await this._http.json('POST', '/auth/refresh', { token: bearer });
+    this._http.token = token.accessToken;
+    return token;
+  }
+
+  /** The authenticated user. */
+  me() {
+    return this._http.json('GET', '/auth/me');
+  }
+
+  /** Forget the tokens held by this client (nothing is sent: tokens are stateless JWTs). */
+  logout() {
+    this._http.token = null;
+    this._http.refreshToken = null;
+  }
+}
+
+export class UsersResource extends Resource {
+  list(params = {}) {
+    return this._http.json('GET', '/users', { query: params });
+  }
+
+  iterate(params = {}) {
+    return this._iterate((p) => this.list(p), params);
+  }
+
+  get(userId) {
+    return this._http.json('GET', `/users/${segment(userId)}`);
+  }
+
+  /** { username, password, role: 'admin' | 'operator' | 'viewer' } */
+  create(user) {
+    return this._http.json('POST', '/users', { body: user });
+  }
+
+  /** { password?, role?, isActive? } */
+  update(userId, fields) {
+    return this._http.json('PATCH', `/users/${segment(userId)}`, { body: fields });
+  }
+}
+
+export class CredentialsResource extends Resource {
+  list(params = {}) {
+    return this._http.json('GET', '/credentials', { query: params });
+  }
+
+  iterate(params = {}) {
+    return this._iterate((p) => this.list(p), params);
+  }
+
+  get(credentialId) {
+    return this._http.json('GET', `/credentials/${segment(credentialId)}`);
+  }
+
+  /** { name, username, authType: 'key' | 'password', privateKey?, passphrase?, password?, description? } */
+  create(credential) {
+    return this._http.json('POST', '/credentials', { body: credential });
+  }
+
+  update(credentialId, fields) {
+    return this._http.json('PATCH', `/credentials/${segment(credentialId)}`, { body: fields });
+  }
+
+  async delete(credentialId) {
+    await this._http.request('DELETE', `/credentials/${segment(credentialId)}`);
+  }
+}
+
+export class TargetsResource extends Resource {
+  /** One page of live targets: { page, perPage, sort, order, name, tag, enabled, queue }. */
+  list(params = {}) {
+    return this._http.json('GET', '/targets', { query: params });
+  }
+
+  iterate(params = {}) {
+    return this._iterate((p) => this.list(p), params);
+  }
+
+  /** A target by id or serial (archived ones too). */
+  get(targetRef) {
+    return this._http.json('GET', `/targets/${segment(targetRef)}`);
+  }
+
+  /** { name, ipAddress?, hostname?, port?, credentialId?, connection?: 'ssh' | 'local', tags?, queue?, enabled?, description? } */
+  create(target) {
+    return this._http.json('POST', '/targets', { body: target });
+  }
+
+  update(targetRef, fields) {
+    return this._http.json('PATCH', `/targets/${segment(targetRef)}`, { body: fields });
+  }
+
+  /** Archive a target: it leaves lists and cannot run; its history stays. */
+  async delete(targetRef) {
+    await this._http.request('DELETE', `/targets/${segment(targetRef)}`);
+  }
+
+  resetHostKey(targetRef) {
+    return this._http.json('POST', `/targets/${segment(targetRef)}/reset-host-key`);
+  }
+
+  /** Branch success rate and durations over the last `days` days (server default 30), with the newest 10 branches. */
+  getPerformance(targetSerial, { days } = {}) {
+    return this._http.json('GET', `/targets/${segment(targetSerial)}/performance`, { query: { days } });
+  }
+
+  /** Branches run on the target, newest first: { limit (1..100, default 20), offset }. */
+  history(targetSerial, { limit, offset } = {}) {
+    return this._http.json('GET', `/targets/${segment(targetSerial)}/executions`, { query: { limit, offset } });
+  }
+
+  /** Every branch run on the target, newest first, fetching `pageSize` at a time. */
+  async *iterHistory(targetSerial, { pageSize = 100 } = {}) {
+    for (let offset = 0; ;) {
+      const chunk = await this.history(targetSerial, { limit: pageSize, offset });
+      yield* chunk.executions;
+      offset += chunk.executions.length;
+      if (chunk.executions.length === 0 || offset >= chunk.total) return;
+    }
+  }
+}
+
+export class JobsResource extends Resource {
+  /** One page of live jobs: { page, perPage, sort, order, status, name, jobType }. */
+  list(params = {}) {
+    return this._http.json('GET', '/jobs', { query: params });
+  }
+
+  iterate(params = {}) {
+    return this._iterate((p) => this.list(p), params);
+  }
+
+  /** A job by id or serial (archived ones too). */
+  get(jobRef) {
+    return this._http.json('GET', `/jobs/${segment(jobRef)}`);
+  }
+
+  /** { name, actions: [{ actionType, actionName, actionParameters: { command } }], targetIds?, description?, jobType?, scheduledAt? } */
+  create(job) {
+    return this._http.json('POST', '/jobs', { body: job });
+  }
+
+  /** Change fields; actions and targetIds are replaced whole. */
+  update(jobRef, fields) {
+    return this._http.json('PATCH', `/jobs/${segment(jobRef)}`, { body: fields });
+  }
+
+  /** Archive a job: it leaves lists and cannot run; its executions stay addressable. */
+  async delete(jobRef) {
+    await this._http.request('DELETE', `/jobs/${segment(jobRef)}`);
+  }
+
+  /** Start an execution (on `targetIds`, default the job's own); resolves to it with its branches. */
+  execute(jobRef, { targetIds } = {}) {
+    return this._http.json('POST', `/jobs/${segment(jobRef)}/execute`, { body: targetIds ? { targetIds } : {} });
+  }
+
+  /** The job's executions with their branches, newest first: { limit (1..500, default 50), offset }. */
+  executions(jobRef, { limit, offset } = {}) {
+    return this._http.json('GET', `/jobs/${segment(jobRef)}/executions`, { query: { limit, offset } });
+  }
+
+  /** Every execution of the job, newest first, fetching `pageSize` at a time. */
+  async *iterExecutions(jobRef, { pageSize = 100 } = {}) {
+    for (let offset = 0; ;) {
+      const chunk = await this.executions(jobRef, { limit: pageSize, offset });
+      yield* chunk;
+      if (chunk.length < pageSize) return;
+      offset += chunk.length;
+    }
+  }
+}
+
+export class ExecutionsResource extends Resource {
+  /** An execution by serial (J20250001.0001), with its job and branches. */
+  getBySerial(executionSerial) {
+    return this._http.json('GET', `/executions/serial/${segment(executionSerial)}`);
+  }
+
+  /** A branch by serial (J20250001.0001.0001), with its target, output and steps. */
+  getBranch(branchSerial) {
+    return this._http.json('GET', `/executions/branch/${segment(branchSerial)}`);
+  }
+
+  /** By serial prefix, job name or target name: { type: 'execution' | 'branch' | 'all', limit }. */
+  search(q, { type, limit } = {}) {
+    return this._http.json('GET', '/executions/search', { query: { q, type, limit } });
+  }
+
+  /** Look up 1..1000 execution and/or branch serials at once. */
+  bulk(serials) {
+    return this._http.json('POST', '/executions/bulk', { body: { serials: [...serials] } });
+  }
+
+  /** Cancel: queued branches never start, running ones are killed. */
+  cancel(executionSerial) {
+    return this._http.json('POST', `/executions/serial/${segment(executionSerial)}/cancel`);
+  }
+
+  /**
+   * Poll until the execution is finished (completed, failed or cancelled) and resolve to it; rejects with
+   * WaitTimeout after `timeout` ms (default 60000; 0 or null: forever). A number is taken as the timeout.
+   */
+  async wait(executionSerial, options = {}) {
+    const { timeout = 60000, pollInterval = 500 } = typeof options === 'number' ? { timeout: options } : options;
+    const deadline = timeout ? Date.now() + timeout : null;
+    for (;;) {
+      const execution = await this.getBySerial(executionSerial);
+      if (TERMINAL_EXECUTION_STATUSES.includes(execution.status)) return execution;
+      if (deadline !== null) {
+        const remaining = deadline - Date.now();
+        if (remaining <= 0) {
+          throw new WaitTimeout(`execution ${executionSerial} still '${execution.status}' after ${timeout} ms`);
+        }
+        await sleep(Math.min(pollInterval, remaining));
+      } else {
+        await sleep(pollInterval);
+      }
+    }
+  }
+
+  /**
+   * Open the live event stream, optionally filtered: { executionSerial, jobSerial, timeout (ms per event),
+   * connectTimeout }. `await stream.ready` before starting what you want to watch.
+   */
+  events({ executionSerial, jobSerial, timeout = null, connectTimeout } = {}) {
+    const client = this._client;
+    return new EventStream({
+      url: eventsURL(this._http.root, { executionSerial, jobSerial }),
+      token: this._http.token,
+      WebSocket: client.WebSocket ?? globalThis.WebSocket,
+      timeout,
+      connectTimeout: connectTimeout ?? this._http.timeout,
+      filters: { executionSerial, jobSerial },
+      precheck: () => this._http.json('GET', '/auth/me'),
+    });
+  }
+}
+
+export class AnalyticsResource extends Resource {
+  /** { period: '24h' | '7d' | '30d' | '90d' (default 7d), groupBy: 'hour' | 'day' | 'week' | 'month' (default day) } */
+  executions({ period, groupBy } = {}) {
+    return this._http.json('GET', '/analytics/executions', { query: { period, groupBy } });
+  }
+
+  /** A job's metrics over { period } (default 30d), with per-target performance. */
+  jobMetrics(jobSerial, { period } = {}) {
+    return this._http.json('GET', `/analytics/jobs/${segment(jobSerial)}/metrics`, { query: { period } });
+  }
+}

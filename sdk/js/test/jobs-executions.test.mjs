@@ -1,0 +1,161 @@
+// jobs, executions and analytics against the live server.
+import assert from 'node:assert/strict';
+import { before, describe, it } from 'node:test';
+import { ApiError, BadRequest, Forbidden, NotFound, ValidationError, WaitTimeout } from '../src/index.js';
+import { RFC3339_Z, adminClient, clientFor, echoAction, live, seed, unique } from '../test-support/live.mjs';
+
+async function collect(iterable) {
+  const out = [];
+  for await (const item of iterable) out.push(item);
+  return out;
+}
+
+describe('jobs', { skip: live }, () => {
+  let admin;
+  let seeded;
+  before(async () => {
+    admin = await adminClient();
+    seeded = await seed(admin, 'js-jobs');
+  });
+
+  it('creates, reads, updates, lists, iterates and archives', async () => {
+    const name = unique('js-job');
+    const job = await admin.jobs.create({
+      name,
+      jobType: 'command',
+      targetIds: [seeded.target.id],
+      actions: [echoAction('a'), { actionType: 'script', actionName: 's', actionParameters: { script: 'echo b', interpreter: 'sh' }, timeoutSeconds: 30, continueOnError: true }],
+    });
+    assert.equal(job.status, 'ready');
+    assert.equal(job.executionCount, 0);
+    assert.deepEqual(job.targetIds, [seeded.target.id]);
+    assert.equal(job.actions[0].actionParameters.command, 'echo a');
+    assert.equal(job.actions[1].timeoutSeconds, 30);
+    assert.equal(job.actions[1].continueOnError, true);
+    assert.deepEqual(await admin.jobs.get(job.jobSerial), await admin.jobs.get(job.id));
+    const updated = await admin.jobs.update(job.jobSerial, { description: 'updated', actions: [echoAction('c')] });
+    assert.equal(updated.description, 'updated');
+    assert.equal(updated.actions.length, 1);
+    const page = await admin.jobs.list({ page: 1, perPage: 1, sort: 'created_at', order: 'desc' });
+    assert.equal(page.pagination.page, 1);
+    assert.ok(page.pagination.total >= 2 && page.pagination.hasNext);
+    assert.deepEqual((await collect(admin.jobs.iterate({ name, perPage: 1 }))).map((j) => j.id), [job.id]);
+    const ids = new Set((await collect(admin.jobs.iterate({ perPage: 1 }))).map((j) => j.id));
+    assert.ok(ids.has(job.id) && ids.has(seeded.job.id));
+    await admin.jobs.delete(job.jobSerial);
+    assert.ok(!(await collect(admin.jobs.iterate())).some((j) => j.id === job.id));
+    assert.ok((await admin.jobs.get(job.jobSerial)).archivedAt);
+    await assert.rejects(admin.jobs.execute(job.jobSerial), (e) => e instanceof ApiError && [404, 409].includes(e.status));
+  });
+
+  it('schedules in the future only', async () => {
+    await assert.rejects(admin.jobs.create({ name: unique('js-past'), actions: [echoAction()], targetIds: [seeded.target.id], scheduledAt: new Date(Date.now() - 3600e3) }), ValidationError);
+    const future = await admin.jobs.create({ name: unique('js-future'), actions: [echoAction()], targetIds: [seeded.target.id], scheduledAt: new Date(Date.now() + 86400e3) });
+    assert.equal(future.status, 'scheduled');
+    assert.match(future.scheduledAt, RFC3339_Z);
+    await admin.jobs.delete(future.id);
+  });
+
+  it('executes and lists executions newest first', async () => {
+    const execution = await admin.jobs.execute(seeded.job.jobSerial, { targetIds: [seeded.target.id] });
+    assert.match(execution.executionSerial, /^J\d{8}\.\d{4}$/);
+    assert.equal(execution.branches[0].branchSerial, `${execution.executionSerial}.0001`);
+    assert.equal(execution.branches[0].branchId, '001');
+    await admin.executions.wait(execution.executionSerial, { timeout: 30000, pollInterval: 100 });
+    const latest = await admin.jobs.executions(seeded.job.jobSerial, { limit: 1 });
+    assert.equal(latest.length, 1);
+    assert.equal(latest[0].executionSerial, execution.executionSerial);
+    const every = await collect(admin.jobs.iterExecutions(seeded.job.id, { pageSize: 1 }));
+    assert.ok(every.length >= 2);
+    assert.deepEqual(every.map((e) => e.executionNumber), every.map((e) => e.executionNumber).sort((a, b) => b - a));
+  });
+
+  it('lets viewers read but not write', async () => {
+    const username = unique('js-viewer');
+    await admin.users.create({ username, password: 'js-password-123', role: 'viewer' });
+    const viewer = await clientFor(username, 'js-password-123');
+    await assert.rejects(viewer.jobs.create({ name: unique('js-nope'), actions: [echoAction()] }), Forbidden);
+    assert.equal((await viewer.jobs.get(seeded.job.jobSerial)).id, seeded.job.id);
+  });
+});
+
+describe('executions', { skip: live }, () => {
+  let admin;
+  let seeded;
+  before(async () => {
+    admin = await adminClient();
+    seeded = await seed(admin, 'js-exec');
+  });
+
+  it('looks up executions and branches by serial', async () => {
+    const found = await admin.executions.getBySerial(seeded.execution.executionSerial);
+    assert.equal(found.status, 'completed');
+    assert.equal(found.job.jobSerial, seeded.job.jobSerial);
+    assert.equal(found.job.name, seeded.job.name);
+    assert.match(found.completedAt, RFC3339_Z);
+    const branch = await admin.executions.getBranch(found.branches[0].branchSerial);
+    assert.equal(branch.executionSerial, found.executionSerial);
+    assert.equal(branch.resultOutput, 'hello\n');
+    assert.equal(branch.exitCode, 0);
+    assert.equal(branch.target.targetSerial, seeded.target.targetSerial);
+    assert.equal(branch.steps[0].stdout, 'hello\n');
+    await assert.rejects(admin.executions.getBySerial('invalid_serial'), (e) => e instanceof ValidationError
+      && e.details.field === 'execution_serial' && e.details.expectedFormat === 'J20250001.0001' && e.details.received === 'invalid_serial');
+    await assert.rejects(admin.executions.getBySerial(`${seeded.job.jobSerial}.9999`), NotFound);
+  });
+
+  it('searches and looks up in bulk', async () => {
+    const serial = seeded.execution.executionSerial;
+    const branchSerial = seeded.execution.branches[0].branchSerial;
+    const results = await admin.executions.search(seeded.job.jobSerial, { type: 'execution', limit: 10 });
+    assert.equal(results.type, 'execution');
+    assert.ok(results.results.some((r) => r.serial === serial));
+    const byName = await admin.executions.search(seeded.job.name.toUpperCase());
+    assert.deepEqual(new Set(byName.results.map((r) => r.type)), new Set(['execution', 'branch']));
+    const bulk = await admin.executions.bulk([branchSerial, 'J20990001.0001', 'garbage', serial]);
+    assert.deepEqual(bulk.results.map((r) => r.found), [true, false, false, true]);
+    assert.equal(bulk.results[0].data.targetSerialRef, seeded.target.targetSerial);
+    assert.equal(bulk.results[3].data.jobSerial, seeded.job.jobSerial);
+    assert.deepEqual(bulk.notFound, ['J20990001.0001', 'garbage']);
+  });
+
+  it('cancels, and times out waiting', async () => {
+    const target = await admin.targets.create({ name: unique('js-local-sleep'), connection: 'local' });
+    const job = await admin.jobs.create({ name: unique('js-sleep'), targetIds: [target.id], actions: [{ actionType: 'command', actionName: 'sleep', actionParameters: { command: 'sleep 30' } }] });
+    const execution = await admin.jobs.execute(job.id);
+    await assert.rejects(admin.executions.wait(execution.executionSerial, { timeout: 300, pollInterval: 100 }), WaitTimeout);
+    const cancelled = await admin.executions.cancel(execution.executionSerial);
+    assert.equal(cancelled.executionSerial, execution.executionSerial);
+    const final = await admin.executions.wait(execution.executionSerial, { timeout: 20000, pollInterval: 100 });
+    assert.equal(final.status, 'cancelled');
+    assert.ok(final.branches.every((b) => b.status === 'cancelled'));
+  });
+});
+
+describe('analytics', { skip: live }, () => {
+  let admin;
+  let seeded;
+  before(async () => {
+    admin = await adminClient();
+    seeded = await seed(admin, 'js-analytics');
+  });
+
+  it('reports execution analytics and job metrics', async () => {
+    const hourly = await admin.analytics.executions({ period: '24h', groupBy: 'hour' });
+    assert.equal(hourly.period, '24h');
+    assert.equal(hourly.groupBy, 'hour');
+    assert.ok([24, 25].includes(hourly.data.length));
+    assert.equal(hourly.data.reduce((n, b) => n + b.executions, 0), hourly.totalExecutions);
+    assert.ok('successRate' in hourly.data[0]);
+    const defaults = await admin.analytics.executions();
+    assert.equal(defaults.period, '7d');
+    assert.equal(defaults.groupBy, 'day');
+    const metrics = await admin.analytics.jobMetrics(seeded.job.jobSerial, { period: '30d' });
+    assert.equal(metrics.jobSerial, seeded.job.jobSerial);
+    assert.equal(metrics.totalExecutions, 1);
+    assert.equal(metrics.successRate, 100);
+    assert.equal(metrics.targetPerformance[0].targetSerial, seeded.target.targetSerial);
+    await assert.rejects(admin.analytics.executions({ period: '1y' }), (e) => e instanceof BadRequest && e.status === 400);
+    await assert.rejects(admin.analytics.jobMetrics('J20999999'), NotFound);
+  });
+});

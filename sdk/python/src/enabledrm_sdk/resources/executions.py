@@ -1,0 +1,70 @@
+"""``client.executions``: lookups by serial, search, bulk, cancel, wait and live events."""
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable, Optional
+
+from enabledrm_sdk._transport import Transport, segment
+from enabledrm_sdk.errors import WaitTimeout
+from enabledrm_sdk.events import EventStream
+from enabledrm_sdk.models import BranchDetail, BulkResult, Execution, SearchResults, TERMINAL_EXECUTION_STATUSES
+from enabledrm_sdk.resources._base import Resource
+
+
+class ExecutionsResource(Resource):
+    def __init__(self, transport: Transport, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        super().__init__(transport)
+        self._clock = clock
+        self._sleep = sleep
+
+    def get_by_serial(self, execution_serial: str) -> Execution:
+        """An execution by serial (``J20250001.0001``), with its job and branches."""
+        return Execution(self._t.json("GET", f"/executions/serial/{segment(execution_serial)}"))
+
+    def get_branch(self, branch_serial: str) -> BranchDetail:
+        """A branch by serial (``J20250001.0001.0001``), with its target, output and steps."""
+        return BranchDetail(self._t.json("GET", f"/executions/branch/{segment(branch_serial)}"))
+
+    def search(self, q: str, *, type: Optional[str] = None, limit: Optional[int] = None) -> SearchResults:
+        """Executions and branches by serial prefix, job name or target name (case-insensitive),
+        newest first; ``type`` is execution | branch | all (default), ``limit`` 1..500 (default 50)."""
+        return SearchResults(self._t.json("GET", "/executions/search",
+                                          params={"q": q, "type": type, "limit": limit}))
+
+    def bulk(self, serials: Iterable[str]) -> BulkResult:
+        """Look up 1..1000 execution and/or branch serials at once; results in request order,
+        unknown or malformed serials are ``found=False`` and listed in ``not_found``."""
+        return BulkResult(self._t.json("POST", "/executions/bulk", json={"serials": list(serials)}))
+
+    def cancel(self, execution_serial: str) -> Execution:
+        """Cancel: queued branches never start, running ones are killed."""
+        return Execution(self._t.json("POST", f"/executions/serial/{segment(execution_serial)}/cancel"))
+
+    def wait(self, execution_serial: str, timeout: Optional[float] = 60.0, *,
+             poll_interval: float = 0.5) -> Execution:
+        """Poll until the execution is finished (completed, failed or cancelled) and return it;
+        raises :class:`WaitTimeout` after ``timeout`` seconds (``None``: wait forever)."""
+        deadline = None if timeout is None else self._clock() + timeout
+        while True:
+            execution = self.get_by_serial(execution_serial)
+            if execution.status in TERMINAL_EXECUTION_STATUSES:
+                return execution
+            if deadline is not None:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    raise WaitTimeout(f"execution {execution_serial} still {execution.status!r} after {timeout}s")
+                self._sleep(min(poll_interval, remaining))
+            else:
+                self._sleep(poll_interval)
+
+    def events(self, *, execution_serial: Optional[str] = None, job_serial: Optional[str] = None,
+               timeout: Optional[float] = None, connect_timeout: Optional[float] = None) -> EventStream:
+        """Open the live event stream (``/ws/executions``), optionally filtered by execution or job
+        serial. Returns once the server confirmed the subscription, so every later event is
+        delivered. Iterate it for :class:`~enabledrm_sdk.models.Event` objects; use it as a context
+        manager (or call ``close()``). ``timeout``: seconds to wait for each event before
+        :class:`WaitTimeout` (``None``: forever)."""
+        return EventStream.connect(self._t, execution_serial=execution_serial, job_serial=job_serial,
+                                   timeout=timeout,
+                                   connect_timeout=connect_timeout if connect_timeout is not None else self._t.timeout)

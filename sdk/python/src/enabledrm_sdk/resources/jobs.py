@@ -1,0 +1,73 @@
+"""``client.jobs``: job CRUD, execution and per-job execution history."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterator, List, Mapping, Optional, Sequence, Union
+
+from enabledrm_sdk.models import Execution, Job, Page
+from enabledrm_sdk.resources._base import Resource, body, page_params
+from enabledrm_sdk._transport import segment
+
+JobRef = Union[int, str]  # the numeric id or the serial (J20250001)
+
+
+class JobsResource(Resource):
+    def list(self, *, page: Optional[int] = None, per_page: Optional[int] = None, sort: Optional[str] = None,
+             order: Optional[str] = None, status: Optional[str] = None, name: Optional[str] = None,
+             job_type: Optional[str] = None) -> "Page[Job]":
+        """One page of live jobs (``sort``: created_at, updated_at, name, job_serial, status,
+        scheduled_at, id; ``order``: asc | desc), optionally filtered."""
+        return self._page("/jobs", Job, page_params(page, per_page, sort, order, status=status, name=name,
+                                                    job_type=job_type))
+
+    def iterate(self, *, per_page: int = 100, sort: Optional[str] = None, order: Optional[str] = None,
+                status: Optional[str] = None, name: Optional[str] = None,
+                job_type: Optional[str] = None) -> Iterator[Job]:
+        """Every live job matching the filters, fetching pages as needed."""
+        return self._iterate(lambda n: self.list(page=n, per_page=per_page, sort=sort, order=order,
+                                                 status=status, name=name, job_type=job_type))
+
+    def get(self, job_ref: JobRef) -> Job:
+        """A job by id or serial (archived ones too)."""
+        return Job(self._t.json("GET", f"/jobs/{segment(job_ref)}"))
+
+    def create(self, name: str, actions: Sequence[Mapping[str, Any]], *, target_ids: Optional[Sequence[int]] = None,
+               description: Optional[str] = None, job_type: Optional[str] = None,
+               scheduled_at: Union[datetime, str, None] = None, **fields: Any) -> Job:
+        """Create a job. Each action: ``{"action_type": "command", "action_name": ...,
+        "action_parameters": {"command": ...}}`` (or ``"script"`` with ``script`` and an optional
+        ``interpreter``), optionally ``timeout_seconds`` and ``continue_on_error``. A future
+        ``scheduled_at`` (aware datetime or RFC 3339 string) makes it run once by itself."""
+        return Job(self._t.json("POST", "/jobs", json=body(
+            fields, name=name, actions=list(actions), target_ids=list(target_ids) if target_ids is not None else None,
+            description=description, job_type=job_type, scheduled_at=scheduled_at)))
+
+    def update(self, job_ref: JobRef, **fields: Any) -> Job:
+        """Change fields; ``actions`` and ``target_ids`` are replaced whole."""
+        return Job(self._t.json("PATCH", f"/jobs/{segment(job_ref)}", json=dict(fields)))
+
+    def delete(self, job_ref: JobRef) -> None:
+        """Archive a job: it leaves lists and cannot run; its executions stay addressable."""
+        self._t.json("DELETE", f"/jobs/{segment(job_ref)}")
+
+    def execute(self, job_ref: JobRef, target_ids: Optional[Sequence[int]] = None) -> Execution:
+        """Start an execution (on ``target_ids``, default the job's own); returns it with its branches."""
+        payload = {"target_ids": list(target_ids)} if target_ids is not None else {}
+        return Execution(self._t.json("POST", f"/jobs/{segment(job_ref)}/execute", json=payload))
+
+    def executions(self, job_ref: JobRef, *, limit: Optional[int] = None,
+                   offset: Optional[int] = None) -> List[Execution]:
+        """The job's executions with their branches, newest first (``limit`` 1..500, default 50)."""
+        data = self._t.json("GET", f"/jobs/{segment(job_ref)}/executions",
+                            params={"limit": limit, "offset": offset})
+        return [Execution(item) for item in data or []]
+
+    def iter_executions(self, job_ref: JobRef, *, page_size: int = 100) -> Iterator[Execution]:
+        """Every execution of the job, newest first, fetching ``page_size`` at a time."""
+        offset = 0
+        while True:
+            chunk = self.executions(job_ref, limit=page_size, offset=offset)
+            yield from chunk
+            if len(chunk) < page_size:
+                return
+            offset += len(chunk)
