@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from common.errors import ValidationFailed

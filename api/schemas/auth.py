@@ -5,14 +5,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from api.schemas.base import InModel, OutModel, PageQuery, UTCTime
+from api.schemas.base import InModel, OutModel, PageQuery, Secret, UTCTime
 
 RoleName = Literal["admin", "operator", "viewer"]
 
 
 class LoginIn(InModel):
     username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=1024)
+    password: Secret = Field(min_length=1, max_length=1024)
 
 
 class TokenOut(OutModel):
@@ -32,12 +32,12 @@ class UserOut(OutModel):
 
 class UserIn(InModel):
     username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
-    password: str = Field(min_length=8, max_length=1024)
+    password: Secret = Field(min_length=8, max_length=1024)
     role: RoleName = "operator"
 
 
 class UserUpdate(InModel):
-    password: str | None = Field(None, min_length=8, max_length=1024)
+    password: Secret | None = Field(None, min_length=8, max_length=1024)
     role: RoleName | None = None
     is_active: bool | None = None
 

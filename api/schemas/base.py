@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
 
 
 def rfc3339(value: datetime) -> str:
@@ -24,6 +24,10 @@ def Omittable(**constraints: Any) -> Any:  # noqa: N802 - used like Field
     """A PATCH field that may be left out (None: unchanged) but not sent as null: its column is NOT NULL.
     The schema shows no default, since null is not a valid value."""
     return Field(None, json_schema_extra=_no_default, **constraints)
+
+
+# secrets and passwords are kept exactly as given: stripping would change them
+Secret = Annotated[str, StringConstraints(strip_whitespace=False)]
 
 
 class InModel(BaseModel):

@@ -1,14 +1,11 @@
 """Credentials: secrets go in, never come out."""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from api.schemas.base import InModel, Omittable, OutModel, PageQuery, UTCTime
-
-# secrets are stored exactly as given: stripping would change a passphrase or password
-Secret = Annotated[str, StringConstraints(strip_whitespace=False)]
+from api.schemas.base import InModel, Omittable, OutModel, PageQuery, Secret, UTCTime
 
 
 class CredentialIn(InModel):

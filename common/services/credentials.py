@@ -60,7 +60,10 @@ def update_credential(session: Session, box: SecretBox, credential_id: int, chan
         if field in changes:
             setattr(cred, field, changes[field])
     secret_fields = {"auth_type", "private_key", "password", "passphrase"} & changes.keys()
-    if secret_fields:
+    if secret_fields == {"passphrase"} and cred.auth_type == "key":
+        # a re-encrypted key file: the stored key stays, only its passphrase changes
+        cred.passphrase_encrypted = box.encrypt(changes["passphrase"]) if changes["passphrase"] else None
+    elif secret_fields:
         auth_type = changes.get("auth_type", cred.auth_type)
         secret = _validate_secret(auth_type, changes.get("private_key"), changes.get("password"))
         cred.auth_type = auth_type

@@ -18,7 +18,7 @@ SORTABLE = {"created_at": Job.created_at, "updated_at": Job.updated_at, "name": 
 
 
 def resolve_targets(session: Session, target_ids: list[int], field: str = "target_ids") -> list[Target]:
-    """Targets by id in the given order; every id must exist, be live and enabled."""
+    """Targets by id in the given order; every id must exist and be live (not archived)."""
     if len(set(target_ids)) != len(target_ids):
         raise ValidationFailed("target_ids contains duplicates", {"field": field, "received": target_ids})
     candidates = [i for i in target_ids if id_in_range(i)]

@@ -225,3 +225,23 @@ def test_secrets_are_stored_exactly_as_given(client, admin, db, private_key):
     assert box.decrypt(rows[key.get_json()["id"]]["secret_encrypted"]) == private_key
     assert box.decrypt(rows[key.get_json()["id"]]["passphrase_encrypted"]) == spaced_phrase
     assert box.decrypt(rows[pw.get_json()["id"]]["secret_encrypted"]) == spaced_password
+
+
+def test_passphrase_alone_can_change_and_keeps_the_key(client, admin, db, private_key):
+    created = client.post("/api/credentials", json=_key_body(private_key), headers=admin)
+    assert created.status_code == 201, created.get_json()
+    cred_id = created.get_json()["id"]
+    with db.engine.connect() as conn:
+        before = conn.execute(text("SELECT secret_encrypted, version FROM credentials WHERE id = :i"),
+                              {"i": cred_id}).one()
+
+    patched = client.patch(f"/api/credentials/{cred_id}", json={"passphrase": "a new passphrase"}, headers=admin)
+
+    assert patched.status_code == 200, patched.get_json()
+    with db.engine.connect() as conn:
+        after = conn.execute(text("SELECT secret_encrypted, passphrase_encrypted, version FROM credentials "
+                                  "WHERE id = :i"), {"i": cred_id}).one()
+    box = SecretBox(FERNET_SECRET)
+    assert box.decrypt(after.secret_encrypted) == box.decrypt(before.secret_encrypted) == private_key
+    assert box.decrypt(after.passphrase_encrypted) == "a new passphrase"
+    assert after.version == before.version + 1

@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 
-import pytest
 
 from tests.sdk.conftest import SDK_JS, LiveServer
 

@@ -17,7 +17,6 @@ import zipfile
 from contextlib import contextmanager, redirect_stdout
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
