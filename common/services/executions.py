@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, literal, select, update
+from sqlalchemy import and_, bindparam, func, insert, literal, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from common import serials
@@ -35,13 +35,6 @@ def execution_started_event(execution: Execution, job_serial: str) -> Event:
     return ("execution_started", {"execution_serial": execution.execution_serial, "job_serial": job_serial,
                                   "status": execution.status, "started_at": _ts(execution.started_at),
                                   "branch_count": len(execution.branches)})
-
-
-def _branch_started(branch: Branch) -> Event:
-    return ("branch_started", {"branch_serial": branch.branch_serial, "execution_serial": branch.execution_serial,
-                               "job_serial": branch.branch_serial.split(".")[0],
-                               "target_serial_ref": branch.target_serial_ref, "status": branch.status,
-                               "started_at": _ts(branch.started_at)})
 
 
 def _branch_completed(branch_serial: str, target_serial_ref: str, status: str, exit_code: int | None,
@@ -132,45 +125,72 @@ class ClaimedBranch:
     actions: list[dict[str, Any]] = field(default_factory=list)
 
 
+# The per-branch hot path (claim, record, finish) runs thousands of times a second at full fan-out:
+# its statements are built once, on the tables, with bind parameters.
+_B, _E, _T, _C = Branch.__table__, Execution.__table__, Target.__table__, Credential.__table__
+_A, _S = JobAction.__table__, BranchStep.__table__
+_ACTIVE = [str(s) for s in BRANCH_ACTIVE]
+
+_CLAIM = (update(_B).where(_B.c.id == bindparam("b_id"), _B.c.status == str(BranchStatus.QUEUED))
+          .values(status=str(BranchStatus.RUNNING), started_at=bindparam("now"), heartbeat_at=bindparam("now"),
+                  worker=bindparam("worker_name"))
+          .returning(_B.c.id))
+_LOAD = (select(_B.c.branch_serial, _B.c.target_serial_ref, _B.c.started_at, _E.c.execution_serial,
+                _E.c.cancel_requested_at, _E.c.job_id, _T.c.id.label("target_id"), _T.c.target_serial,
+                _T.c.connection, _T.c.ip_address, _T.c.hostname, _T.c.port, _T.c.host_key,
+                _C.c.id.label("cred_id"), _C.c.username, _C.c.auth_type, _C.c.secret_encrypted,
+                _C.c.passphrase_encrypted, _C.c.version)
+         .select_from(_B.join(_E, _E.c.id == _B.c.execution_id).join(_T, _T.c.id == _B.c.target_id)
+                      .outerjoin(_C, _C.c.id == _T.c.credential_id))
+         .where(_B.c.id == bindparam("b_id")))
+_ACTIONS = (select(_A.c.position, _A.c.action_type, _A.c.action_name, _A.c.action_parameters,
+                   _A.c.timeout_seconds, _A.c.continue_on_error)
+            .where(_A.c.job_id == bindparam("j_id")).order_by(_A.c.position))
+_STARTED_AT = select(_B.c.started_at).where(_B.c.id == bindparam("b_id"))
+_FINISH = (update(_B).where(_B.c.id == bindparam("b_id"), _B.c.status.in_(_ACTIVE))
+           .values(status=bindparam("new_status"), exit_code=bindparam("new_exit_code"),
+                   error_type=bindparam("new_error_type"), result_output=bindparam("new_output"),
+                   result_error=bindparam("new_error"), completed_at=bindparam("now"),
+                   duration=bindparam("new_duration"))
+           .returning(_B.c.execution_id, _B.c.branch_serial, _B.c.target_serial_ref))
+_DECREMENT = (update(_E).where(_E.c.id == bindparam("e_id"))
+              .values(active_branches=_E.c.active_branches - bindparam("n"))
+              .returning(_E.c.active_branches))
+_INSERT_STEP = insert(_S)
+
+
 def claim_branch(session: Session, branch_id: int, worker: str) -> tuple[ClaimedBranch | None, list[Event]]:
     """queued → running, only once: a redelivered or duplicate task finds nothing to claim.
 
     A cancel that committed before this claim is seen here and ends the branch at once; one that
     commits after it reaches the running branch through the heartbeat."""
     now = utcnow()
-    claimed = session.execute(
-        update(Branch).where(Branch.id == branch_id, Branch.status == BranchStatus.QUEUED)
-        .values(status=BranchStatus.RUNNING, started_at=now, heartbeat_at=now, worker=worker)
-        .returning(Branch.id)).scalar_one_or_none()
-    if claimed is None:
+    if session.execute(_CLAIM, {"b_id": branch_id, "now": now, "worker_name": worker}).first() is None:
         return None, []
-    branch, execution, target, cred = session.execute(
-        select(Branch, Execution, Target, Credential)
-        .join(Execution, Execution.id == Branch.execution_id)
-        .join(Target, Target.id == Branch.target_id)
-        .outerjoin(Credential, Credential.id == Target.credential_id)
-        .where(Branch.id == branch_id)).one()
-    if execution.cancel_requested_at is not None:
+    row = session.execute(_LOAD, {"b_id": branch_id}).one()
+    if row.cancel_requested_at is not None:
         return None, finish_branch(session, branch_id, BranchStatus.CANCELLED, error_type=ErrorType.CANCELLED,
                                    result_error="cancelled before it started")
     actions = [{"position": a.position, "action_type": a.action_type, "action_name": a.action_name,
                 "parameters": dict(a.action_parameters), "timeout_seconds": a.timeout_seconds,
                 "continue_on_error": a.continue_on_error}
-               for a in session.scalars(select(JobAction).where(JobAction.job_id == execution.job_id)
-                                        .order_by(JobAction.position))]
+               for a in session.execute(_ACTIONS, {"j_id": row.job_id})]
     work = ClaimedBranch(
-        branch_id=branch.id, branch_serial=branch.branch_serial, execution_serial=execution.execution_serial,
-        target_id=target.id, target_serial=target.target_serial, connection=target.connection,
-        host=target.address, port=target.port, host_key=target.host_key,
-        credential=None if cred is None else {
-            "username": cred.username, "auth_type": cred.auth_type, "secret_encrypted": cred.secret_encrypted,
-            "passphrase_encrypted": cred.passphrase_encrypted, "version": f"{cred.id}:{cred.version}"},
+        branch_id=branch_id, branch_serial=row.branch_serial, execution_serial=row.execution_serial,
+        target_id=row.target_id, target_serial=row.target_serial, connection=row.connection,
+        host=row.ip_address or row.hostname or "", port=row.port, host_key=row.host_key,
+        credential=None if row.cred_id is None else {
+            "username": row.username, "auth_type": row.auth_type, "secret_encrypted": row.secret_encrypted,
+            "passphrase_encrypted": row.passphrase_encrypted, "version": f"{row.cred_id}:{row.version}"},
         actions=actions)
-    return work, [_branch_started(branch)]
+    return work, [("branch_started", {
+        "branch_serial": row.branch_serial, "execution_serial": row.execution_serial,
+        "job_serial": row.execution_serial.split(".")[0], "target_serial_ref": row.target_serial_ref,
+        "status": str(BranchStatus.RUNNING), "started_at": _ts(now)})]
 
 
 def record_step(session: Session, branch_id: int, step: dict[str, Any]) -> None:
-    session.add(BranchStep(branch_id=branch_id, **step))
+    session.execute(_INSERT_STEP, {**step, "branch_id": branch_id, "status": str(step["status"])})
 
 
 def pin_host_key(session: Session, target_id: int, host_key: str, fingerprint: str) -> None:
@@ -196,27 +216,22 @@ def finish_branch(session: Session, branch_id: int, status: BranchStatus, *, exi
     """Finish a branch exactly once; the finish that takes the execution's active count to zero
     closes it. Both updates are conditional, so a second finish (a duplicate task, the sweep racing
     a slow worker) changes nothing. Row locks are taken branch first, then execution, everywhere."""
-    started_at = session.scalar(select(Branch.started_at).where(Branch.id == branch_id))
+    started_at = session.execute(_STARTED_AT, {"b_id": branch_id}).scalar()
     now = utcnow()
-    row = session.execute(
-        update(Branch).where(Branch.id == branch_id, Branch.status.in_(list(BRANCH_ACTIVE)))
-        .values(status=status, exit_code=exit_code, error_type=error_type, result_output=result_output,
-                result_error=result_error, completed_at=now,
-                duration=(now - started_at).total_seconds() if started_at else None)
-        .returning(Branch.execution_id, Branch.branch_serial, Branch.target_serial_ref, Branch.duration)
-        .execution_options(synchronize_session=False)).one_or_none()
+    duration = (now - started_at).total_seconds() if started_at else None
+    row = session.execute(_FINISH, {
+        "b_id": branch_id, "new_status": str(status), "new_exit_code": exit_code,
+        "new_error_type": None if error_type is None else str(error_type), "new_output": result_output,
+        "new_error": result_error, "now": now, "new_duration": duration}).first()
     if row is None:
         return []
     if last_step is not None:
         record_step(session, branch_id, last_step)
-    execution_id, branch_serial, target_serial_ref, duration = row
-    events = [_branch_completed(branch_serial, target_serial_ref, status, exit_code, error_type, now, duration)]
-    remaining = session.execute(
-        update(Execution).where(Execution.id == execution_id)
-        .values(active_branches=Execution.active_branches - 1)
-        .returning(Execution.active_branches)).scalar_one()
+    events = [_branch_completed(row.branch_serial, row.target_serial_ref, status, exit_code, error_type, now,
+                                duration)]
+    remaining = session.execute(_DECREMENT, {"e_id": row.execution_id, "n": 1}).scalar_one()
     if remaining == 0:
-        events += _close(session, execution_id)
+        events += _close(session, row.execution_id)
     return events
 
 
