@@ -436,7 +436,7 @@ def test_pool_reuses_authenticated_transport(runner: SSHRunner, pool: SSHPool, s
     first.close()
 
     t0 = time.monotonic()
-    second = runner.open(spec)
+    second = runner.open(dataclasses.replace(spec, known_host_key=first.host_key))  # as pinned after first use
     second_open = time.monotonic() - t0
     try:
         assert second.reused
@@ -461,11 +461,18 @@ def test_pool_checkout_is_exclusive(runner: SSHRunner, pool: SSHPool, spec: Conn
 
 
 def test_pool_keys_separate_credentials_and_pins(runner: SSHRunner, pool: SSHPool, sshd: SshdServer,
-                                                 spec: ConnectionSpec) -> None:
-    run(runner, spec, "true")
-    run(runner, dataclasses.replace(spec, credential_version="v2"), "true")
+                                                 spec: ConnectionSpec, unauthorized_key: ClientKey) -> None:
+    run(runner, spec, "true")  # trust on first use
+    run(runner, dataclasses.replace(spec, credential_version="v2"), "true")  # another credential
+    assert pool.connects == 2 and pool.reuses == 0
+    # the next branch names the key the first one pinned: it reuses that transport
     run(runner, dataclasses.replace(spec, known_host_key=sshd.host_key_line), "true")
-    assert pool.connects == 3 and pool.reuses == 0
+    assert pool.connects == 2 and pool.reuses == 1
+    # another pin never gets a transport verified against a different key
+    other_pin = " ".join(unauthorized_key.public_line.split()[:2])
+    error = connect_error(runner, dataclasses.replace(spec, known_host_key=other_pin))
+    assert error.error_type == "host_key_mismatch"
+    assert pool.reuses == 1
 
 
 def test_pool_discards_dead_transport(runner: SSHRunner, pool: SSHPool, spec: ConnectionSpec) -> None:

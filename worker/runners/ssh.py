@@ -28,7 +28,7 @@ import selectors
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -667,6 +667,10 @@ class SSHRunner:
             return SSHSession(self, spec, key, conn, reused=True)
         conn = self._connect(spec)
         self.pool.note_connect(conn)
+        if not spec.known_host_key:
+            # trusted on first use: the caller pins this key, so the next branch's spec names it;
+            # pool the transport under that pinned key, or the next branch could never reuse it
+            key = self.pool.key_for(replace(spec, known_host_key=conn.host_key))
         return SSHSession(self, spec, key, conn, reused=False)
 
     # -- connecting ----------------------------------------------------------------------------
