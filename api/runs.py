@@ -46,8 +46,8 @@ def execute_job(job_id: str, body: ExecuteIn):
 def cancel_execution(execution_serial: str):
     with transaction() as session:
         execution, events = executions.cancel_execution(session, execution_serial)
-        session.flush()
-        result = executions.load_execution(session, execution.id)
-        body = ExecutionOut.model_validate(result)
+    with transaction() as session:
+        events += executions.close_if_done(session, execution.id)
+        body = ExecutionOut.model_validate(executions.load_execution(session, execution.id))
     publish(events)
     return body

@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=100, help="SSH targets")
     parser.add_argument("--local", type=int, default=1000, help="local-target branches for the overhead run (0: skip)")
     parser.add_argument("--skip-ansible", action="store_true")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (honcho -c worker=N)")
     args = parser.parse_args()
 
     ensure_test_user()
@@ -118,8 +119,9 @@ def main() -> None:
         key_path.write_text(key.private_key)
         key_path.chmod(0o600)
         port = start_targets(stack, hosts, key.public_line)
-        concurrency = max(64, args.n)
-        app = stack.enter_context(Stack(env={"WORKER_CONCURRENCY": str(concurrency), "WEB_WORKERS": "1"}))
+        concurrency = max(64, -(-args.n // args.workers))
+        app = stack.enter_context(Stack(env={"WORKER_CONCURRENCY": str(concurrency), "WEB_WORKERS": "1"},
+                                        workers=args.workers))
 
         cred = app.post("/api/credentials", {"name": "bench", "username": TEST_USER, "auth_type": "key",
                                              "private_key": key.private_key})
@@ -137,7 +139,8 @@ def main() -> None:
         openssh_s = plain_openssh(hosts, port, str(key_path))
         ansible_s = None if args.skip_ansible else ansible(hosts, port, str(key_path))
 
-        print(f"\nfan-out to N={args.n} sshd targets (one action: true), {os.cpu_count()} cores")
+        print(f"\nfan-out to N={args.n} sshd targets (one action: true), {os.cpu_count()} cores, "
+              f"{args.workers} worker process(es) x {concurrency} threads")
         print(f"  OpsConductor cold (POST execute -> execution_completed on WS): {cold:7.3f} s")
         print(f"  OpsConductor warm (same job again, pooled SSH connections):    {warm:7.3f} s")
         print(f"  bare paramiko thread pool (connect, exec, read, close):        {paramiko_s:7.3f} s")

@@ -36,7 +36,8 @@ def _pg(sql: str) -> None:
 
 
 class Stack:
-    def __init__(self, *, redis_db: int = 12, env: dict[str, str] | None = None, database: str | None = None):
+    def __init__(self, *, redis_db: int = 12, env: dict[str, str] | None = None, database: str | None = None,
+                 workers: int = 1):
         self.db_name = database or f"opsc_bench_{uuid.uuid4().hex[:8]}"
         self.own_db = database is None
         self.redis_url = f"redis://127.0.0.1:6379/{redis_db}"
@@ -55,6 +56,7 @@ class Stack:
             "PORT": str(self.port),
             **(env or {}),
         }
+        self.workers = workers
         self.proc: subprocess.Popen | None = None
         self.token = ""
 
@@ -63,7 +65,7 @@ class Stack:
             _pg(f"CREATE DATABASE {self.db_name}")
         redis.Redis.from_url(self.redis_url).flushdb()
         self.log = open(f"/tmp/{self.db_name}.log", "w")
-        self.proc = subprocess.Popen([str(BIN / "honcho"), "-f", "Procfile", "start"], cwd=ROOT, env=self.env,
+        self.proc = subprocess.Popen([str(BIN / "honcho"), "-f", "Procfile", "start", "-c", f"worker={self.workers}"], cwd=ROOT, env=self.env,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -24,9 +24,7 @@ def sweep(rt: WorkerRuntime, send: Send) -> dict[str, int]:
         lost = svc.lost_branches(session, deadline=timedelta(seconds=s.worker_lost_seconds))
     sent = dispatch_branches(rt.db, send, pending) if pending else 0
     for branch_id in lost:
-        with rt.db.session() as session:
-            events = svc.fail_lost_branch(session, branch_id)
-        rt.publish(events)
+        rt.publish(svc.fail_lost_branch(rt.db, branch_id))
     if sent or lost:
         log.info("sweep redispatched=%d worker_lost=%d", sent, len(lost))
     return {"redispatched": sent, "worker_lost": len(lost)}

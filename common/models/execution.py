@@ -32,8 +32,6 @@ class Execution(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    # branches not yet finished; the finish that takes it to 0 closes the execution (exactly once)
-    active_branches: Mapped[int] = mapped_column(default=0, server_default="0")
 
     job = relationship("Job", lazy="raise")
     branches: Mapped[list["Branch"]] = relationship(order_by="Branch.branch_number", lazy="raise",
@@ -54,6 +52,9 @@ class Branch(Base):
         Index("ix_branches_queued_at", "queued_at"),
         Index("ix_branches_serial_pattern", "branch_serial",
               postgresql_ops={"branch_serial": "varchar_pattern_ops"}).ddl_if(dialect="postgresql"),
+        Index("ix_branches_execution_active", "execution_id",
+              postgresql_where=text("status IN ('queued', 'running')"),
+              sqlite_where=text("status IN ('queued', 'running')")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

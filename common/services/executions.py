@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, literal, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from common import serials
+from common.db import Database
 from common.errors import Conflict, NotFound, ValidationFailed
-from common.models.base import UTCDateTime
 from common.models import Branch, BranchStep, Credential, Execution, Job, JobAction, Target, utcnow
 from common.services.jobs import resolve_targets
 from common.services.refs import job_by_ref
@@ -46,12 +46,6 @@ def _branch_completed(branch_serial: str, target_serial_ref: str, status: str, e
                                  "completed_at": _ts(completed_at), "duration": duration})
 
 
-def _execution_completed_event(execution: Execution, job_serial: str, branch_count: int) -> Event:
-    return ("execution_completed", {"execution_serial": execution.execution_serial, "job_serial": job_serial,
-                                    "status": execution.status, "started_at": _ts(execution.started_at),
-                                    "completed_at": _ts(execution.completed_at), "branch_count": branch_count})
-
-
 # ---- start ---------------------------------------------------------------------------------------
 
 def start_execution(session: Session, job: Job, *, target_ids: list[int] | None = None, trigger: str = "manual",
@@ -74,7 +68,7 @@ def start_execution(session: Session, job: Job, *, target_ids: list[int] | None 
     execution_serial = serials.execution_serial(job.job_serial, number)
     execution = Execution(
         job_id=job.id, execution_number=number, status=ExecutionStatus.RUNNING, trigger=trigger,
-        triggered_by=user_id, started_at=now, execution_serial=execution_serial, active_branches=len(targets),
+        triggered_by=user_id, started_at=now, execution_serial=execution_serial,
         branches=[Branch(branch_number=i, target_id=t.id, target_serial_ref=t.target_serial, queue=t.queue,
                          status=BranchStatus.QUEUED, queued_at=now, dispatched_at=now,
                          branch_serial=serials.branch_serial(execution_serial, i))
@@ -135,8 +129,7 @@ _CLAIM = (update(_B).where(_B.c.id == bindparam("b_id"), _B.c.status == str(Bran
           .values(status=str(BranchStatus.RUNNING), started_at=bindparam("now"), heartbeat_at=bindparam("now"),
                   worker=bindparam("worker_name"))
           .returning(_B.c.id))
-_LOAD = (select(_B.c.branch_serial, _B.c.target_serial_ref, _B.c.started_at, _E.c.execution_serial,
-                _E.c.cancel_requested_at, _E.c.job_id, _T.c.id.label("target_id"), _T.c.target_serial,
+_LOAD = (select(_B.c.branch_serial, _B.c.target_serial_ref, _B.c.started_at, _E.c.execution_serial, _E.c.job_id, _T.c.id.label("target_id"), _T.c.target_serial,
                 _T.c.connection, _T.c.ip_address, _T.c.hostname, _T.c.port, _T.c.host_key,
                 _C.c.id.label("cred_id"), _C.c.username, _C.c.auth_type, _C.c.secret_encrypted,
                 _C.c.passphrase_encrypted, _C.c.version)
@@ -153,24 +146,19 @@ _FINISH = (update(_B).where(_B.c.id == bindparam("b_id"), _B.c.status.in_(_ACTIV
                    result_error=bindparam("new_error"), completed_at=bindparam("now"),
                    duration=bindparam("new_duration"))
            .returning(_B.c.execution_id, _B.c.branch_serial, _B.c.target_serial_ref))
-_DECREMENT = (update(_E).where(_E.c.id == bindparam("e_id"))
-              .values(active_branches=_E.c.active_branches - bindparam("n"))
-              .returning(_E.c.active_branches))
+_ANY_ACTIVE = select(_B.c.id).where(_B.c.execution_id == bindparam("e_id"), _B.c.status.in_(_ACTIVE)).limit(1)
 _INSERT_STEP = insert(_S)
 
 
 def claim_branch(session: Session, branch_id: int, worker: str) -> tuple[ClaimedBranch | None, list[Event]]:
     """queued → running, only once: a redelivered or duplicate task finds nothing to claim.
 
-    A cancel that committed before this claim is seen here and ends the branch at once; one that
-    commits after it reaches the running branch through the heartbeat."""
+    A cancel ends queued branches in the same transaction that records it, so a branch claimed
+    here was not cancelled yet; a later cancel reaches it through the heartbeat."""
     now = utcnow()
     if session.execute(_CLAIM, {"b_id": branch_id, "now": now, "worker_name": worker}).first() is None:
         return None, []
     row = session.execute(_LOAD, {"b_id": branch_id}).one()
-    if row.cancel_requested_at is not None:
-        return None, finish_branch(session, branch_id, BranchStatus.CANCELLED, error_type=ErrorType.CANCELLED,
-                                   result_error="cancelled before it started")
     actions = [{"position": a.position, "action_type": a.action_type, "action_name": a.action_name,
                 "parameters": dict(a.action_parameters), "timeout_seconds": a.timeout_seconds,
                 "continue_on_error": a.continue_on_error}
@@ -212,10 +200,11 @@ def heartbeat(session: Session, branch_ids: list[int]) -> set[int]:
 
 def finish_branch(session: Session, branch_id: int, status: BranchStatus, *, exit_code: int | None = None,
                   error_type: str | None = None, result_output: str | None = None,
-                  result_error: str | None = None, last_step: dict[str, Any] | None = None) -> list[Event]:
-    """Finish a branch exactly once; the finish that takes the execution's active count to zero
-    closes it. Both updates are conditional, so a second finish (a duplicate task, the sweep racing
-    a slow worker) changes nothing. Row locks are taken branch first, then execution, everywhere."""
+                  result_error: str | None = None, last_step: dict[str, Any] | None = None
+                  ) -> tuple[list[Event], int | None]:
+    """Finish a branch exactly once: the update is conditional on the branch still being active, so
+    a second finish (a duplicate task, the sweep racing a slow worker) changes nothing. Returns the
+    events and, when this call finished it, the execution to check with close_if_done after commit."""
     started_at = session.execute(_STARTED_AT, {"b_id": branch_id}).scalar()
     now = utcnow()
     duration = (now - started_at).total_seconds() if started_at else None
@@ -224,44 +213,63 @@ def finish_branch(session: Session, branch_id: int, status: BranchStatus, *, exi
         "new_error_type": None if error_type is None else str(error_type), "new_output": result_output,
         "new_error": result_error, "now": now, "new_duration": duration}).first()
     if row is None:
-        return []
+        return [], None
     if last_step is not None:
         record_step(session, branch_id, last_step)
-    events = [_branch_completed(row.branch_serial, row.target_serial_ref, status, exit_code, error_type, now,
-                                duration)]
-    remaining = session.execute(_DECREMENT, {"e_id": row.execution_id, "n": 1}).scalar_one()
-    if remaining == 0:
-        events += _close(session, row.execution_id)
-    return events
+    return [_branch_completed(row.branch_serial, row.target_serial_ref, status, exit_code, error_type, now,
+                              duration)], row.execution_id
 
 
-def _close(session: Session, execution_id: int) -> list[Event]:
-    """Close an execution whose last branch just finished (the caller holds its row lock)."""
-    execution = session.get(Execution, execution_id, populate_existing=True)
+def close_if_done(session: Session, execution_id: int) -> list[Event]:
+    """Close the execution once no branch is active. Call it after the commit that finished a
+    branch: the last finisher's check then sees every other finish committed, so at least one
+    caller closes, and the conditional update lets exactly one of them do it. No execution-wide
+    lock is held while branches finish, so a thousand branches never queue on one row."""
+    if session.execute(_ANY_ACTIVE, {"e_id": execution_id}).first() is not None:
+        return []
     counts = dict(session.execute(select(Branch.status, func.count()).where(Branch.execution_id == execution_id)
                                   .group_by(Branch.status)).all())
-    total = sum(counts.values())
-    if counts.get(BranchStatus.COMPLETED, 0) == total:
+    cancel_requested_at = session.scalar(select(Execution.cancel_requested_at).where(Execution.id == execution_id))
+    if counts.get(BranchStatus.COMPLETED, 0) == sum(counts.values()):
         status = ExecutionStatus.COMPLETED
-    elif execution.cancel_requested_at is not None and counts.get(BranchStatus.CANCELLED, 0):
+    elif cancel_requested_at is not None and counts.get(BranchStatus.CANCELLED, 0):
         status = ExecutionStatus.CANCELLED
     else:
         status = ExecutionStatus.FAILED
-    execution.status = status
-    execution.completed_at = utcnow()
+    closed = session.execute(
+        update(Execution).where(Execution.id == execution_id, Execution.status == ExecutionStatus.RUNNING)
+        .values(status=status, completed_at=utcnow())
+        .returning(Execution.execution_serial, Execution.job_id, Execution.execution_number, Execution.started_at,
+                   Execution.completed_at)
+        .execution_options(synchronize_session=False)).one_or_none()
+    if closed is None:
+        return []
     job_serial, latest = session.execute(select(Job.job_serial, Job.execution_count)
-                                         .where(Job.id == execution.job_id)).one()
-    if latest == execution.execution_number:
-        session.execute(update(Job).where(Job.id == execution.job_id).values(status=status.value))
-    session.flush()
-    return [_execution_completed_event(execution, job_serial, total)]
+                                         .where(Job.id == closed.job_id)).one()
+    if latest == closed.execution_number:
+        session.execute(update(Job).where(Job.id == closed.job_id).values(status=status.value)
+                        .execution_options(synchronize_session=False))
+    return [("execution_completed", {
+        "execution_serial": closed.execution_serial, "job_serial": job_serial, "status": str(status),
+        "started_at": _ts(closed.started_at), "completed_at": _ts(closed.completed_at),
+        "branch_count": sum(counts.values())})]
+
+
+def finish_and_close(db: Database, branch_id: int, status: BranchStatus, **outcome: Any) -> list[Event]:
+    """finish_branch and close_if_done, each in its own transaction, in the order that makes it safe."""
+    with db.session() as session:
+        events, execution_id = finish_branch(session, branch_id, status, **outcome)
+    if execution_id is not None:
+        with db.session() as session:
+            events += close_if_done(session, execution_id)
+    return events
 
 
 # ---- cancel --------------------------------------------------------------------------------------
 
 def cancel_execution(session: Session, execution_serial: str) -> tuple[Execution, list[Event]]:
-    """Queued branches end cancelled now; running ones see the request on their next heartbeat and
-    are killed. Queued rows are locked before the execution row, the same order as finish_branch."""
+    """Queued branches end cancelled now, in the transaction that records the request; running
+    ones see it on their next heartbeat and are killed. The caller runs close_if_done after commit."""
     serials.require("execution_serial", execution_serial)
     execution = session.scalar(select(Execution).where(Execution.execution_serial == execution_serial))
     if execution is None:
@@ -275,17 +283,10 @@ def cancel_execution(session: Session, execution_serial: str) -> tuple[Execution
                 result_error="cancelled before it started")
         .returning(Branch.branch_serial, Branch.target_serial_ref)
         .execution_options(synchronize_session=False)).all()
-    remaining = session.execute(
-        update(Execution).where(Execution.id == execution.id)
-        .values(active_branches=Execution.active_branches - len(cancelled),
-                cancel_requested_at=func.coalesce(Execution.cancel_requested_at, literal(now, UTCDateTime())))
-        .returning(Execution.active_branches)).scalar_one()
-    events = [_branch_completed(serial, target, BranchStatus.CANCELLED, None, ErrorType.CANCELLED, now, None)
-              for serial, target in sorted(cancelled)]
-    if remaining == 0:
-        events += _close(session, execution.id)
-    session.refresh(execution)
-    return execution, events
+    session.execute(update(Execution).where(Execution.id == execution.id, Execution.cancel_requested_at.is_(None))
+                    .values(cancel_requested_at=now).execution_options(synchronize_session=False))
+    return execution, [_branch_completed(serial, target, BranchStatus.CANCELLED, None, ErrorType.CANCELLED, now, None)
+                       for serial, target in sorted(cancelled)]
 
 
 # ---- sweeps --------------------------------------------------------------------------------------
@@ -311,12 +312,12 @@ def lost_branches(session: Session, *, deadline: timedelta, limit: int = 1000) -
                                                         Branch.heartbeat_at < cutoff).limit(limit)))
 
 
-def fail_lost_branch(session: Session, branch_id: int) -> list[Event]:
+def fail_lost_branch(db: Database, branch_id: int) -> list[Event]:
     """Fail as worker_lost and never run again: the command may have partly run."""
     log.warning("branch lost its worker branch_id=%s", branch_id)
-    return finish_branch(session, branch_id, BranchStatus.FAILED, error_type=ErrorType.WORKER_LOST,
-                         result_error="the worker running this branch stopped responding; "
-                                      "the command may have partly run and was not retried")
+    return finish_and_close(db, branch_id, BranchStatus.FAILED, error_type=ErrorType.WORKER_LOST,
+                            result_error="the worker running this branch stopped responding; "
+                                         "the command may have partly run and was not retried")
 
 
 def due_jobs(session: Session, now: datetime, limit: int = 100) -> list[int]:

@@ -14,7 +14,7 @@ import pytest
 from api.dispatch import Dispatcher
 from common.db import Database
 from common.models import Job
-from common.services.executions import claim_branch, finish_branch, start_execution
+from common.services.executions import claim_branch, close_if_done, finish_branch, start_execution
 from common.services.jobs import create_job
 from common.services.targets import create_target
 from common.statuses import BranchStatus, ErrorType
@@ -180,9 +180,13 @@ def test_branches_finishing_at_the_same_instant_close_the_execution_exactly_once
                 with db.session() as session:
                     session.connection()  # connected and in a transaction before the race starts
                     barrier.wait(timeout=30)
-                    results[index] = finish_branch(
+                    events, execution_id = finish_branch(
                         session, branch_id, status, exit_code=code,
                         error_type=None if status == BranchStatus.COMPLETED else ErrorType.COMMAND_FAILED)
+                if execution_id is not None:  # as finish_and_close does: check for the close after commit
+                    with db.session() as session:
+                        events += close_if_done(session, execution_id)
+                results[index] = events
             except BaseException as exc:  # reported below, with the others
                 results[index] = exc
 
