@@ -1,19 +1,25 @@
 """Per-user rate limits (per IP before login), shared across API processes through Redis."""
 from __future__ import annotations
 
-from flask import current_app, request
-from flask_jwt_extended import get_jwt, verify_jwt_in_request
+from flask import current_app, g, request
+from flask_jwt_extended import decode_token
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 
 def _claims() -> dict | None:
-    """The verified token's claims, or None for anonymous/invalid requests (those are limited per IP)."""
-    try:
-        verify_jwt_in_request(optional=True)
-        return get_jwt() or None
-    except Exception:  # an invalid token is the view's 401 to give; here it just means "no identity"
-        return None
+    """The bearer token's verified claims, or None for anonymous/invalid requests (limited per IP).
+    Decoded once per request and without loading the user: the view's own check does that."""
+    if "rate_limit_claims" not in g:
+        header = request.headers.get("Authorization", "")
+        claims = None
+        if header.startswith("Bearer "):
+            try:
+                claims = decode_token(header[7:].strip())
+            except Exception:  # an invalid token is the view's 401 to give; here it just means "no identity"
+                claims = None
+        g.rate_limit_claims = claims
+    return g.rate_limit_claims
 
 
 def rate_limit_key() -> str:
