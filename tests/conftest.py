@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg2
 import pytest
@@ -27,7 +28,7 @@ FERNET_SECRET = "test-fernet-secret-" + "y" * 40
 PASSWORD = "correct-horse-battery"
 
 
-def _pg_admin(sql: str) -> None:
+def pg_admin(sql: str) -> None:
     conn = psycopg2.connect(PG_ADMIN_DSN)
     conn.autocommit = True
     try:
@@ -37,15 +38,23 @@ def _pg_admin(sql: str) -> None:
         conn.close()
 
 
+@contextmanager
+def scratch_database(prefix: str) -> Iterator[str]:
+    """An empty PostgreSQL database of its own, dropped afterwards (connections and all)."""
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    pg_admin(f"CREATE DATABASE {name}")
+    try:
+        yield PG_URL_BASE + name
+    finally:
+        pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this run, schema made by the migrations."""
-    name = f"opsc_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    _pg_admin(f"CREATE DATABASE {name}")
-    url = PG_URL_BASE + name
-    upgrade(url)
-    yield url
-    _pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database("opsc_test") as url:
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
-from tests.conftest import PG_ADMIN_DSN, PG_URL_BASE  # noqa: E402
+from tests.conftest import PG_ADMIN_DSN, scratch_database  # noqa: E402
 from tests.sshd import (  # noqa: E402
     TEST_HOSTS,
     ClientKey,
@@ -403,16 +402,6 @@ def assert_execution_events(events: list[dict], *, execution_serial: str, job_se
 # --------------------------------------------------------------------------- PostgreSQL / Redis
 
 
-def pg_admin(sql: str) -> None:
-    conn = psycopg2.connect(PG_ADMIN_DSN)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
-
-
 def pg_tables(database_url: str) -> list[str]:
     name = database_url.rsplit("/", 1)[1]
     conn = psycopg2.connect(PG_ADMIN_DSN.replace("dbname=postgres", f"dbname={name}"))
@@ -427,12 +416,8 @@ def pg_tables(database_url: str) -> list[str]:
 @pytest.fixture(scope="module")
 def empty_pg_url() -> Iterator[str]:
     """A brand-new, EMPTY PostgreSQL database (no schema): the stack must migrate it itself."""
-    name = f"opsc_e2e_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    pg_admin(f"CREATE DATABASE {name}")
-    try:
-        yield PG_URL_BASE + name
-    finally:
-        pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database("opsc_e2e") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

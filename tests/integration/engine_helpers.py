@@ -10,7 +10,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +20,7 @@ from common.db import Database
 from common.events import RedisEventBus
 from common.models import Branch, BranchStep, Execution, Job
 from tests.conftest import FERNET_SECRET, JWT_SECRET
+from tests.sshd import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CELERY_BIN = str(REPO_ROOT / ".venv" / "bin" / "celery")
@@ -39,22 +39,18 @@ T = TypeVar("T")
 
 def wait_for(predicate: Callable[[], T], timeout: float = 15.0, *, interval: float = 0.05,
              message: str = "condition", describe: Callable[[], str] | None = None) -> T:
-    """Poll `predicate` until it returns something truthy and return that; fail at the deadline,
-    with `describe()` (current state, log tails) in the message."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            detail = ""
-            if describe is not None:
-                try:
-                    detail = "\n" + describe()
-                except Exception as exc:  # the diagnostics must not hide the timeout
-                    detail = f"\n(describe failed: {exc!r})"
-            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {message}{detail}")
-        time.sleep(interval)
+    """tests.sshd.wait_until, failing as a test assertion with `describe()` (current state, log
+    tails) in the message."""
+    try:
+        return wait_until(predicate, timeout, interval, message)
+    except TimeoutError as exc:
+        detail = ""
+        if describe is not None:
+            try:
+                detail = "\n" + describe()
+            except Exception as describe_exc:  # the diagnostics must not hide the timeout
+                detail = f"\n(describe failed: {describe_exc!r})"
+        raise AssertionError(f"{exc}{detail}") from None
 
 
 def unique(prefix: str) -> str:

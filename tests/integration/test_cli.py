@@ -2,27 +2,20 @@
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
-import psycopg2
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import FERNET_SECRET, JWT_SECRET, PG_ADMIN_DSN, PG_URL_BASE
+from tests.conftest import FERNET_SECRET, JWT_SECRET, scratch_database
 
 CLI = str(Path(sys.executable).parent / "opsconductor")
 
 
 @pytest.fixture
 def empty_pg():
-    name = f"opsc_cli_{uuid.uuid4().hex[:8]}"
-    conn = psycopg2.connect(PG_ADMIN_DSN)
-    conn.autocommit = True
-    conn.cursor().execute(f"CREATE DATABASE {name}")
-    yield PG_URL_BASE + name
-    conn.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    conn.close()
+    with scratch_database("opsc_cli") as url:
+        yield url
 
 
 def run(args, url, **kw):

@@ -3,10 +3,8 @@ growing past 9999, keyed on the UTC year; and the Alembic migrations that build 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import queue
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -21,7 +19,7 @@ from common.migrate import alembic_config, upgrade
 from common.models import Base, Job, SerialCounter, Target
 from common.services.jobs import create_job
 from common.services.targets import create_target
-from tests.conftest import _pg_admin, PG_URL_BASE
+from tests.conftest import scratch_database
 
 PROCESSES = 5
 PER_PROCESS = 10
@@ -213,12 +211,8 @@ def _schema_diff(url: str) -> list:
 
 @pytest.fixture
 def fresh_pg_url():
-    name = f"opsc_mig_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    _pg_admin(f"CREATE DATABASE {name}")
-    try:
-        yield PG_URL_BASE + name
-    finally:
-        _pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database("opsc_mig") as url:
+        yield url
 
 
 @pytest.fixture

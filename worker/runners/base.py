@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Protocol
+
+from worker.runners.output import OutputCollector
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,20 @@ class StepResult:
     @property
     def duration(self) -> float:
         return (self.completed_at - self.started_at).total_seconds()
+
+
+class StepRecorder:
+    """One action's capped output streams and clock, turned into its StepResult."""
+
+    def __init__(self, output_cap: int):
+        self.started_at = datetime.now(timezone.utc)
+        self.out = OutputCollector(output_cap)
+        self.err = OutputCollector(output_cap)
+
+    def result(self, exit_code: int | None, error_type: str | None, message: str | None) -> StepResult:
+        return StepResult(exit_code=exit_code, stdout=self.out.text(), stderr=self.err.text(),
+                          error_type=error_type, error_message=message, started_at=self.started_at,
+                          completed_at=datetime.now(timezone.utc))
 
 
 class ConnectError(Exception):

@@ -15,10 +15,9 @@ import signal
 import subprocess
 import threading
 import time
-from datetime import datetime, timezone
 from typing import Mapping
 
-from .base import ConnectionSpec, StepResult
+from .base import ConnectionSpec, StepRecorder, StepResult
 from .output import DEFAULT_OUTPUT_CAP, OutputCollector
 
 logger = logging.getLogger(__name__)
@@ -29,9 +28,6 @@ _IDLE_POLL = 1.0
 _READ_CHUNK = 64 * 1024
 _STDIN_CHUNK = 64 * 1024
 
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _pidfd(pid: int) -> int | None:
@@ -169,21 +165,9 @@ class LocalSession:
         timeout: float | None = None,
         cancel: threading.Event | None = None,
     ) -> StepResult:
-        started_at = _utcnow()
         deadline = time.monotonic() + timeout if timeout is not None else None
-        out = OutputCollector(self._runner.output_cap)
-        err = OutputCollector(self._runner.output_cap)
-
-        def result(exit_code: int | None, error_type: str | None, message: str | None) -> StepResult:
-            return StepResult(
-                exit_code=exit_code,
-                stdout=out.text(),
-                stderr=err.text(),
-                error_type=error_type,
-                error_message=message,
-                started_at=started_at,
-                completed_at=_utcnow(),
-            )
+        recorder = StepRecorder(self._runner.output_cap)
+        out, err, result = recorder.out, recorder.err, recorder.result
 
         if cancel is not None and cancel.is_set():
             return result(None, "cancelled", "cancelled before the command started")

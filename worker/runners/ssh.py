@@ -29,7 +29,6 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from typing import Callable
 
 import paramiko
@@ -44,8 +43,8 @@ from paramiko.ssh_exception import (
 
 from common.hostkeys import fingerprint
 
-from .base import ConnectError, ConnectionSpec, StepResult
-from .output import DEFAULT_OUTPUT_CAP, OutputCollector
+from .base import ConnectError, ConnectionSpec, StepRecorder, StepResult
+from .output import DEFAULT_OUTPUT_CAP
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +57,6 @@ _MARKER_SEARCH_LIMIT = 64 * 1024  # login noise tolerated before the PID marker
 _MARKER_WAIT = 2.0  # on kill, how long to wait for a PID marker not yet received
 _SIGNAL_TIMEOUT = 5.0
 
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 # --------------------------------------------------------------------------- keys
@@ -461,22 +457,10 @@ class SSHSession:
         timeout: float | None = None,
         cancel: threading.Event | None = None,
     ) -> StepResult:
-        started_at = _utcnow()
         t0 = time.monotonic()
         deadline = t0 + timeout if timeout is not None else None
-        out = OutputCollector(self._runner.output_cap)
-        err = OutputCollector(self._runner.output_cap)
-
-        def result(exit_code: int | None, error_type: str | None, message: str | None) -> StepResult:
-            return StepResult(
-                exit_code=exit_code,
-                stdout=out.text(),
-                stderr=err.text(),
-                error_type=error_type,
-                error_message=message,
-                started_at=started_at,
-                completed_at=_utcnow(),
-            )
+        recorder = StepRecorder(self._runner.output_cap)
+        out, err, result = recorder.out, recorder.err, recorder.result
 
         if cancel is not None and cancel.is_set():
             return result(None, "cancelled", "cancelled before the command started")
