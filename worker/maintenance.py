@@ -25,9 +25,14 @@ def sweep(rt: WorkerRuntime, send: Send) -> dict[str, int]:
     sent = dispatch_branches(rt.db, send, pending) if pending else 0
     for branch_id in lost:
         rt.publish(svc.fail_lost_branch(rt.db, branch_id))
-    if sent or lost:
-        log.info("sweep redispatched=%d worker_lost=%d", sent, len(lost))
-    return {"redispatched": sent, "worker_lost": len(lost)}
+    with rt.db.session() as session:
+        unclosed = svc.unclosed_executions(session)
+    for execution_id in unclosed:
+        with rt.db.session() as session:
+            rt.publish(svc.close_if_done(session, execution_id))
+    if sent or lost or unclosed:
+        log.info("sweep redispatched=%d worker_lost=%d closed=%d", sent, len(lost), len(unclosed))
+    return {"redispatched": sent, "worker_lost": len(lost), "closed": len(unclosed)}
 
 
 def fire_due_jobs(rt: WorkerRuntime, send: Send) -> int:

@@ -15,6 +15,8 @@ class Execution(Base):
         UniqueConstraint("job_id", "execution_number"),
         Index("ix_executions_started_at", "started_at"),
         Index("ix_executions_job_started", "job_id", "started_at"),
+        Index("ix_executions_running", "id", postgresql_where=text("status = 'running'"),
+              sqlite_where=text("status = 'running'")),
         # read API (migration 0002): analytics by start time and status; serial-prefix search on PostgreSQL
         Index("ix_executions_started_status", "started_at", "status"),
         Index("ix_executions_serial_pattern", "execution_serial",

@@ -320,6 +320,14 @@ def fail_lost_branch(db: Database, branch_id: int) -> list[Event]:
                                          "the command may have partly run and was not retried")
 
 
+def unclosed_executions(session: Session, limit: int = 100) -> list[int]:
+    """Running executions with no active branch left: their closing check never ran (the process
+    that finished the last branch died between its two transactions). The sweep closes them."""
+    active = select(Branch.id).where(Branch.execution_id == Execution.id, Branch.status.in_(_ACTIVE))
+    return list(session.scalars(select(Execution.id).where(Execution.status == ExecutionStatus.RUNNING,
+                                                           ~active.exists()).limit(limit)))
+
+
 def due_jobs(session: Session, now: datetime, limit: int = 100) -> list[int]:
     stmt = (select(Job.id).where(Job.scheduled_at <= now, Job.schedule_fired_at.is_(None),
                                  Job.archived_at.is_(None)).order_by(Job.scheduled_at).limit(limit))

@@ -220,3 +220,24 @@ def test_branches_finishing_at_the_same_instant_close_the_execution_exactly_once
         assert job_row(engine_db, race_job).status == expected
     finally:
         db.dispose()
+
+
+def test_execution_whose_closing_check_never_ran_is_closed_by_the_sweep(engine_db, race_job, start_celery,
+                                                                        default_worker, events):
+    """The process that finished the last branch died between its commit and its closing check."""
+    with engine_db.session() as session:
+        execution = start_execution(session, session.get(Job, race_job))
+        serial, branch_ids = execution.execution_serial, [b.id for b in execution.branches]
+    for branch_id in branch_ids:
+        with engine_db.session() as session:
+            claim_branch(session, branch_id, "died-before-closing")
+            finish_branch(session, branch_id, BranchStatus.COMPLETED, exit_code=0)  # and no close_if_done
+    assert execution_row(engine_db, serial).status == "running"
+
+    start_celery("beat")  # its sweep runs on the default worker
+
+    closed = wait_execution_done(engine_db, serial, timeout=20, logs=default_worker.log_tail)
+    assert closed.status == "completed" and closed.completed_at is not None
+    received = events.wait(serial, lambda evs: any(e["type"] == "execution_completed" for e in evs),
+                           message="execution_completed from the sweep")
+    assert [e["data"]["status"] for e in received if e["type"] == "execution_completed"] == ["completed"]
