@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from common.models.base import Base, UTCDateTime, new_uuid, utcnow
+from common.models.base import Base, JSONType, UTCDateTime, new_uuid, utcnow
 
 
 class Execution(Base):
@@ -34,6 +34,8 @@ class Execution(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # the job's actions as they were when it started: editing the job never changes a running execution
+    actions: Mapped[list] = mapped_column(JSONType, default=list)
 
     job = relationship("Job", lazy="raise")
     branches: Mapped[list["Branch"]] = relationship(order_by="Branch.branch_number", lazy="raise",

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, selectinload
 from common import serials
 from common.db import Database
 from common.errors import Conflict, NotFound, ValidationFailed
-from common.models import Branch, BranchStep, Credential, Execution, Job, JobAction, Target, utcnow
+from common.models import Branch, BranchStep, Credential, Execution, Job, Target, utcnow
 from common.services.jobs import resolve_targets
 from common.services.refs import job_by_ref
 from common.statuses import BRANCH_ACTIVE, BranchStatus, ErrorType, ExecutionStatus, JobStatus
@@ -66,8 +66,11 @@ def start_execution(session: Session, job: Job, *, target_ids: list[int] | None 
         .returning(Job.execution_count)).scalar_one()
     now = utcnow()
     execution_serial = serials.execution_serial(job.job_serial, number)
+    actions = [{"position": a.position, "action_type": a.action_type, "action_name": a.action_name,
+                "parameters": dict(a.action_parameters), "timeout_seconds": a.timeout_seconds,
+                "continue_on_error": a.continue_on_error} for a in job.actions]
     execution = Execution(
-        job_id=job.id, execution_number=number, status=ExecutionStatus.RUNNING, trigger=trigger,
+        job_id=job.id, execution_number=number, actions=actions, status=ExecutionStatus.RUNNING, trigger=trigger,
         triggered_by=user_id, started_at=now, execution_serial=execution_serial,
         branches=[Branch(branch_number=i, target_id=t.id, target_serial_ref=t.target_serial, queue=t.queue,
                          status=BranchStatus.QUEUED, queued_at=now, dispatched_at=now,
@@ -116,29 +119,27 @@ class ClaimedBranch:
     port: int
     host_key: str | None
     credential: dict[str, Any] | None  # username, auth_type, secret_encrypted, passphrase_encrypted, version
+    started_at: datetime
     actions: list[dict[str, Any]] = field(default_factory=list)
 
 
 # The per-branch hot path (claim, record, finish) runs thousands of times a second at full fan-out:
 # its statements are built once, on the tables, with bind parameters.
 _B, _E, _T, _C = Branch.__table__, Execution.__table__, Target.__table__, Credential.__table__
-_A, _S = JobAction.__table__, BranchStep.__table__
+_S = BranchStep.__table__
 _ACTIVE = [str(s) for s in BRANCH_ACTIVE]
 
 _CLAIM = (update(_B).where(_B.c.id == bindparam("b_id"), _B.c.status == str(BranchStatus.QUEUED))
           .values(status=str(BranchStatus.RUNNING), started_at=bindparam("now"), heartbeat_at=bindparam("now"),
                   worker=bindparam("worker_name"))
           .returning(_B.c.id))
-_LOAD = (select(_B.c.branch_serial, _B.c.target_serial_ref, _B.c.started_at, _E.c.execution_serial, _E.c.job_id, _T.c.id.label("target_id"), _T.c.target_serial,
+_LOAD = (select(_B.c.branch_serial, _B.c.target_serial_ref, _B.c.started_at, _E.c.execution_serial, _E.c.actions, _T.c.id.label("target_id"), _T.c.target_serial,
                 _T.c.connection, _T.c.ip_address, _T.c.hostname, _T.c.port, _T.c.host_key,
                 _C.c.id.label("cred_id"), _C.c.username, _C.c.auth_type, _C.c.secret_encrypted,
                 _C.c.passphrase_encrypted, _C.c.version)
          .select_from(_B.join(_E, _E.c.id == _B.c.execution_id).join(_T, _T.c.id == _B.c.target_id)
                       .outerjoin(_C, _C.c.id == _T.c.credential_id))
          .where(_B.c.id == bindparam("b_id")))
-_ACTIONS = (select(_A.c.position, _A.c.action_type, _A.c.action_name, _A.c.action_parameters,
-                   _A.c.timeout_seconds, _A.c.continue_on_error)
-            .where(_A.c.job_id == bindparam("j_id")).order_by(_A.c.position))
 _STARTED_AT = select(_B.c.started_at).where(_B.c.id == bindparam("b_id"))
 _FINISH = (update(_B).where(_B.c.id == bindparam("b_id"), _B.c.status.in_(_ACTIVE))
            .values(status=bindparam("new_status"), exit_code=bindparam("new_exit_code"),
@@ -159,10 +160,6 @@ def claim_branch(session: Session, branch_id: int, worker: str) -> tuple[Claimed
     if session.execute(_CLAIM, {"b_id": branch_id, "now": now, "worker_name": worker}).first() is None:
         return None, []
     row = session.execute(_LOAD, {"b_id": branch_id}).one()
-    actions = [{"position": a.position, "action_type": a.action_type, "action_name": a.action_name,
-                "parameters": dict(a.action_parameters), "timeout_seconds": a.timeout_seconds,
-                "continue_on_error": a.continue_on_error}
-               for a in session.execute(_ACTIONS, {"j_id": row.job_id})]
     work = ClaimedBranch(
         branch_id=branch_id, branch_serial=row.branch_serial, execution_serial=row.execution_serial,
         target_id=row.target_id, target_serial=row.target_serial, connection=row.connection,
@@ -170,7 +167,7 @@ def claim_branch(session: Session, branch_id: int, worker: str) -> tuple[Claimed
         credential=None if row.cred_id is None else {
             "username": row.username, "auth_type": row.auth_type, "secret_encrypted": row.secret_encrypted,
             "passphrase_encrypted": row.passphrase_encrypted, "version": f"{row.cred_id}:{row.version}"},
-        actions=actions)
+        started_at=now, actions=row.actions)
     return work, [("branch_started", {
         "branch_serial": row.branch_serial, "execution_serial": row.execution_serial,
         "job_serial": row.execution_serial.split(".")[0], "target_serial_ref": row.target_serial_ref,
@@ -200,12 +197,13 @@ def heartbeat(session: Session, branch_ids: list[int]) -> set[int]:
 
 def finish_branch(session: Session, branch_id: int, status: BranchStatus, *, exit_code: int | None = None,
                   error_type: str | None = None, result_output: str | None = None,
-                  result_error: str | None = None, last_step: dict[str, Any] | None = None
-                  ) -> tuple[list[Event], int | None]:
+                  result_error: str | None = None, last_step: dict[str, Any] | None = None,
+                  started_at: datetime | None = None) -> tuple[list[Event], int | None]:
     """Finish a branch exactly once: the update is conditional on the branch still being active, so
     a second finish (a duplicate task, the sweep racing a slow worker) changes nothing. Returns the
     events and, when this call finished it, the execution to check with close_if_done after commit."""
-    started_at = session.execute(_STARTED_AT, {"b_id": branch_id}).scalar()
+    if started_at is None:
+        started_at = session.execute(_STARTED_AT, {"b_id": branch_id}).scalar()
     now = utcnow()
     duration = (now - started_at).total_seconds() if started_at else None
     row = session.execute(_FINISH, {

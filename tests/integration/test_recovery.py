@@ -15,7 +15,7 @@ from api.dispatch import Dispatcher
 from common.db import Database
 from common.models import Job
 from common.services.executions import claim_branch, close_if_done, finish_branch, start_execution
-from common.services.jobs import create_job
+from common.services.jobs import create_job, update_job
 from common.services.targets import create_target
 from common.statuses import BranchStatus, ErrorType
 from common.task_names import RUN_BRANCH
@@ -241,3 +241,16 @@ def test_execution_whose_closing_check_never_ran_is_closed_by_the_sweep(engine_d
     received = events.wait(serial, lambda evs: any(e["type"] == "execution_completed" for e in evs),
                            message="execution_completed from the sweep")
     assert [e["data"]["status"] for e in received if e["type"] == "execution_completed"] == ["completed"]
+
+
+def test_editing_a_job_never_changes_an_execution_already_started(engine_db, race_job):
+    with engine_db.session() as session:
+        execution = start_execution(session, session.get(Job, race_job))
+        branch_id = execution.branches[0].id
+    with engine_db.session() as session:
+        update_job(session, str(race_job), {"actions": [{"action_type": "command", "action_name": "edited",
+                                                         "action_parameters": {"command": "echo edited"},
+                                                         "timeout_seconds": None, "continue_on_error": False}]})
+    with engine_db.session() as session:
+        work, _ = claim_branch(session, branch_id, "snapshot-test")
+    assert [(a["action_name"], a["parameters"]) for a in work.actions] == [("noop", {"command": "true"})]
