@@ -30,7 +30,9 @@ def _command_env() -> dict[str, str]:
 class WorkerRuntime:
     def __init__(self, settings: Settings, *, db: Database | None = None, events: Any = None):
         self.settings = settings
-        self.db = db or Database(settings.database_url)
+        # a connection per busy thread, or branches queue for connections while holding none of the work
+        self.db = db or Database(settings.database_url, pool_size=min(settings.worker_concurrency, 50),
+                                 max_overflow=10)
         self.box = SecretBox(settings.secret_key)
         self.events = events if events is not None else make_event_bus(settings)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
