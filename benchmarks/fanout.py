@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -110,6 +111,7 @@ def main() -> None:
     parser.add_argument("--skip-ansible", action="store_true")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (honcho -c worker=N)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # tear the stack and the sshds down on `timeout`
 
     ensure_test_user()
     key = generate_client_key("ed25519")
