@@ -10,14 +10,14 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Select, String, false, func, literal, null, select, union_all
+from sqlalchemy import ColumnElement, Select, String, func, literal, null, select, union_all
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from common import serials
 from common.errors import NotFound
 from common.models import Branch, Execution, Job, Target
+from common.services.refs import ref_condition
 
-_MAX_ID = 2**31 - 1
 # a string that can begin a job/execution/branch serial, or a target serial
 _SERIAL_PREFIX = re.compile(r"^[JT]\d*(\.\d*)*$")
 
@@ -53,16 +53,9 @@ def branch_by_serial(session: Session, branch_serial: str) -> Branch:
 
 def job_id_by_ref(session: Session, ref: str) -> int:
     """A job's id from `{job_id}` (numeric id or serial) without loading its actions and targets."""
-    numeric = ref.isascii() and ref.isdigit()
-    if numeric:
-        # an id beyond the integer column's range cannot exist: not a database overflow error
-        condition = Job.id == int(ref) if int(ref) <= _MAX_ID else false()
-    else:
-        serials.require("job_serial", ref)
-        condition = Job.job_serial == ref
-    job_id = session.scalar(select(Job.id).where(condition))
+    job_id = session.scalar(select(Job.id).where(ref_condition(Job.id, Job.job_serial, "job_serial", ref)))
     if job_id is None:
-        raise NotFound("Job not found", {"job_id" if numeric else "job_serial": ref})
+        raise NotFound("Job not found", {"job_serial": ref})
     return job_id
 
 

@@ -1,7 +1,7 @@
 """Resolve `{job_id}` / `{target_ref}` path values: a numeric id or a serial."""
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import false, select
 from sqlalchemy.orm import Session
 
 from common import serials
@@ -15,12 +15,16 @@ def id_in_range(value: int) -> bool:
     return 0 < value <= MAX_ID
 
 
-def _lookup(session: Session, model, serial_column, kind: str, ref: str | int, label: str):
+def ref_condition(id_column, serial_column, kind: str, ref: str | int):
+    """The WHERE clause for a path value that is a numeric id or a serial (422 when it is neither)."""
     if isinstance(ref, int) or (str(ref).isascii() and str(ref).isdigit()):
-        obj = session.get(model, int(ref)) if id_in_range(int(ref)) else None
-    else:
-        serials.require(kind, str(ref))
-        obj = session.scalar(select(model).where(serial_column == ref))
+        return id_column == int(ref) if id_in_range(int(ref)) else false()
+    serials.require(kind, str(ref))
+    return serial_column == ref
+
+
+def _lookup(session: Session, model, serial_column, kind: str, ref: str | int, label: str):
+    obj = session.scalar(select(model).where(ref_condition(model.id, serial_column, kind, ref)))
     if obj is None:
         raise NotFound(f"{label} not found", {kind: str(ref)})
     return obj
