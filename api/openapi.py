@@ -78,7 +78,8 @@ def build_document(app: Flask) -> dict[str, Any]:
 
 
 def _responses(spec, refs: dict) -> dict[str, Any]:
-    error = {"description": "Error", "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorOut")}}}}
+    error = {"description": "Error",
+             "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorOut")}}}}
     if spec is None:
         return {"200": {"description": "OK"}}
     ok: dict[str, Any] = {"description": spec.summary}

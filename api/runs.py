@@ -9,6 +9,7 @@ from flask_jwt_extended import current_user
 from api.context import platform, transaction
 from api.endpoint import WRITERS, endpoint
 from api.schemas.executions import ExecuteIn, ExecutionOut
+from common.events import publish_events
 from common.services import executions
 from common.services.dispatch import dispatch_branches
 
@@ -18,11 +19,7 @@ bp = Blueprint("runs", __name__)
 
 
 def publish(events: list) -> None:
-    bus = platform().events
-    if bus is None:
-        return
-    for event_type, data in events:
-        bus.publish(event_type, data)
+    publish_events(platform().events, events)
 
 
 @bp.post("/api/jobs/<job_id>/execute")

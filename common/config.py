@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from common.errors import ConfigError
@@ -67,7 +67,6 @@ class Settings:
     sweep_interval_seconds: float = 5.0
     ssh_pool_idle_seconds: float = 60.0
     worker_concurrency: int = 32
-    extra: dict = field(default_factory=dict)
 
     @property
     def broker_url(self) -> str:

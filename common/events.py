@@ -154,5 +154,13 @@ class RedisEventBus:
         self._redis.close()
 
 
+def publish_events(bus, events: list[tuple[str, dict[str, Any]]]) -> None:
+    """Publish in order; buses never raise (a failed publish is logged by the bus)."""
+    if bus is None:
+        return
+    for event_type, data in events:
+        bus.publish(event_type, data)
+
+
 def make_event_bus(settings) -> LocalEventBus | RedisEventBus:
     return RedisEventBus(settings.redis_url) if settings.redis_url else LocalEventBus()

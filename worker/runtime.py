@@ -10,7 +10,7 @@ from typing import Any
 from common.config import Settings
 from common.crypto import SecretBox
 from common.db import Database
-from common.events import make_event_bus
+from common.events import make_event_bus, publish_events
 from common.services.executions import Event
 from worker.heartbeat import HeartbeatMonitor
 from worker.runners.local import LocalRunner
@@ -42,11 +42,7 @@ class WorkerRuntime:
         self.heartbeats = HeartbeatMonitor(self.db, settings.heartbeat_seconds)
 
     def publish(self, events: list[Event]) -> None:
-        for event_type, data in events:
-            try:
-                self.events.publish(event_type, data)
-            except Exception:
-                log.warning("event publish failed type=%s", event_type, exc_info=True)
+        publish_events(self.events, events)
 
     def close(self) -> None:
         self.heartbeats.stop()

@@ -1,16 +1,12 @@
 """Shared schema pieces: strict input base, RFC 3339 UTC timestamps, errors and pagination."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
 
-
-def rfc3339(value: datetime) -> str:
-    value = value.astimezone(timezone.utc)
-    spec = "milliseconds" if value.microsecond else "seconds"
-    return value.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+from common.models.base import rfc3339
 
 
 UTCTime = Annotated[datetime, PlainSerializer(rfc3339, return_type=str, when_used="json")]

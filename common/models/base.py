@@ -43,6 +43,13 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def rfc3339(value: datetime) -> str:
+    """UTC RFC 3339 ending in Z; milliseconds only when there are any."""
+    value = value.astimezone(timezone.utc)
+    spec = "milliseconds" if value.microsecond else "seconds"
+    return value.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+
+
 def new_uuid() -> str:
     return str(uuid.uuid4())
 

@@ -15,6 +15,7 @@ from common import serials
 from common.db import Database
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.models import Branch, BranchStep, Credential, Execution, Job, Target, utcnow
+from common.models.base import rfc3339
 from common.services.jobs import resolve_targets
 from common.services.refs import job_by_ref
 from common.statuses import BRANCH_ACTIVE, BranchStatus, ErrorType, ExecutionStatus, JobStatus
@@ -25,10 +26,7 @@ Event = tuple[str, dict[str, Any]]
 
 
 def _ts(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    spec = "milliseconds" if value.microsecond else "seconds"
-    return value.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+    return None if value is None else rfc3339(value)
 
 
 def execution_started_event(execution: Execution, job_serial: str) -> Event:
@@ -133,8 +131,8 @@ _CLAIM = (update(_B).where(_B.c.id == bindparam("b_id"), _B.c.status == str(Bran
           .values(status=str(BranchStatus.RUNNING), started_at=bindparam("now"), heartbeat_at=bindparam("now"),
                   worker=bindparam("worker_name"))
           .returning(_B.c.id))
-_LOAD = (select(_B.c.branch_serial, _B.c.target_serial_ref, _B.c.started_at, _E.c.execution_serial, _E.c.actions, _T.c.id.label("target_id"), _T.c.target_serial,
-                _T.c.connection, _T.c.ip_address, _T.c.hostname, _T.c.port, _T.c.host_key,
+_LOAD = (select(_B.c.branch_serial, _B.c.target_serial_ref, _E.c.execution_serial, _E.c.actions,
+                _T.c.id.label("target_id"), _T.c.target_serial, _T.c.connection, _T.c.ip_address, _T.c.hostname, _T.c.port, _T.c.host_key,
                 _C.c.id.label("cred_id"), _C.c.username, _C.c.auth_type, _C.c.secret_encrypted,
                 _C.c.passphrase_encrypted, _C.c.version)
          .select_from(_B.join(_E, _E.c.id == _B.c.execution_id).join(_T, _T.c.id == _B.c.target_id)
