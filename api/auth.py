@@ -13,7 +13,6 @@ from api.limits import login_limit_value
 from api.schemas.auth import LoginIn, TokenOut, UserOut
 from common.models import User
 from common.services import users
-from common.services.refs import id_in_range
 
 bp = Blueprint("auth", __name__, url_prefix="/api/auth")
 
@@ -55,14 +54,10 @@ def me():
 def register_jwt_handlers() -> None:
     @jwt.user_lookup_loader
     def _load_user(_header, payload):
-        sub = str(payload["sub"])
-        if not (sub.isascii() and sub.isdigit() and id_in_range(int(sub))):
-            return None  # not one of our user ids: the lookup-error 401, never a 500
         with platform().db.session() as session:
-            user = session.get(User, int(sub))
-            if user is None or not user.is_active:
-                return None
-            session.expunge(user)
+            user = users.active_user(session, payload["sub"])  # None: the lookup-error 401, never a 500
+            if user is not None:
+                session.expunge(user)
             return user
 
     @jwt.user_lookup_error_loader

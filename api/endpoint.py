@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from flask import request
@@ -27,7 +27,24 @@ class EndpointSpec:
     refresh: bool = False
     optional_body: bool = False
     errors: tuple[int, ...] = ()
-    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    """Where a NUL character hides in a request (PostgreSQL text and JSONB cannot store one)."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _nul_path(key, path) if isinstance(key, str) and "\x00" in key else \
+            _nul_path(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def _parse_body(model: type[BaseModel], optional: bool) -> BaseModel:
@@ -43,6 +60,9 @@ def _parse_body(model: type[BaseModel], optional: bool) -> BaseModel:
         raise ApiError(422, "Request body must be a JSON object",
                        {"field": "body", "expected_format": "object", "received": type(payload).__name__},
                        "validation_error")
+    nul = _nul_path(payload, "")
+    if nul is not None:
+        raise ApiError(422, "Text may not contain NUL characters", {"field": nul or "body"}, "validation_error")
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
@@ -54,13 +74,16 @@ def _parse_query(model: type[BaseModel]) -> BaseModel:
     for key in request.args:
         values = request.args.getlist(key)
         args[key] = values if len(values) > 1 else values[0]
+    nul = _nul_path(args, "")
+    if nul is not None:
+        raise ApiError(400, "Query parameters may not contain NUL characters", {"field": nul})
     try:
         return model.model_validate(args)
     except ValidationError as exc:
         raise ApiError(400, "Invalid query parameters", pydantic_details(exc, location="query")) from exc
 
 
-def _serialize(value: Any, response: Any) -> Any:
+def _serialize(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     return value
@@ -90,7 +113,7 @@ def endpoint(summary: str, *, body: type[BaseModel] | None = None, query: type[B
             result = view(*args, **kwargs)
             if isinstance(result, tuple) or hasattr(result, "status_code"):
                 return result
-            return _serialize(result, spec.response), spec.status
+            return _serialize(result), spec.status
 
         wrapper.endpoint_spec = spec  # type: ignore[attr-defined]
         return wrapper

@@ -19,7 +19,6 @@ DOMAIN_STATUS = {
     domain.BadRequest: 400,
     domain.Conflict: 409,
     domain.Forbidden: 403,
-    domain.Unauthorized: 401,
 }
 
 HTTP_CODES = {
@@ -53,13 +52,19 @@ def error_response(status: int, message: str, details: dict[str, Any] | None = N
     return response
 
 
+# a rejected secret is never echoed back: error bodies end up in client logs
+SECRET_FIELDS = frozenset({"password", "private_key", "passphrase", "token", "refresh_token"})
+
+
 def pydantic_details(exc: ValidationError, *, location: str | None = None) -> dict[str, Any]:
     """Name the first offending field (dotted path) and list every problem."""
     problems = []
     for err in exc.errors(include_url=False, include_context=False):
         field = ".".join(str(p) for p in err["loc"]) or (location or "body")
         item = {"field": field, "message": err["msg"], "type": err["type"]}
-        if "input" in err and err["type"] != "missing" and isinstance(err["input"], (str, int, float, bool)):
+        secret = bool(err["loc"]) and str(err["loc"][-1]) in SECRET_FIELDS
+        if ("input" in err and err["type"] != "missing" and not secret
+                and isinstance(err["input"], (str, int, float, bool))):
             item["received"] = err["input"]
         problems.append(item)
     first = problems[0] if problems else {"field": location or "body"}

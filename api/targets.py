@@ -5,7 +5,7 @@ from flask import Blueprint
 from flask_jwt_extended import current_user
 
 from api.context import transaction
-from api.endpoint import WRITERS, endpoint
+from api.endpoint import ADMIN, WRITERS, endpoint
 from api.schemas.base import PageOut
 from api.schemas.targets import TargetIn, TargetOut, TargetQuery, TargetUpdate
 from api.serialize import page_of
@@ -54,7 +54,7 @@ def update_target(target_ref: str, body: TargetUpdate):
 
 @bp.post("/<target_ref>/reset-host-key")
 @endpoint("Forget the pinned host key so the next connection trusts the presented one", response=TargetOut,
-          roles=("admin",), errors=(404, 409, 422))
+          roles=ADMIN, errors=(404, 409, 422))
 def reset_host_key(target_ref: str):
     with transaction() as session:
         return TargetOut.model_validate(targets.reset_host_key(session, target_ref))

@@ -18,6 +18,7 @@ from api.context import platform
 from api.extensions import sock
 from common import serials
 from common.models import User
+from common.services import users
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,7 @@ def _user_for(token: str | None) -> User | None:
     if claims.get("type") != "access":
         return None
     with platform().db.session() as session:
-        user = session.get(User, int(claims["sub"]))
-        return user if user is not None and user.is_active else None
+        return users.active_user(session, claims.get("sub", ""))
 
 
 def _first_message_token(ws) -> str | None:

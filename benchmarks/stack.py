@@ -58,9 +58,18 @@ class Stack:
         }
         self.workers = workers
         self.proc: subprocess.Popen | None = None
+        self.http: httpx.Client | None = None
+        self.log = None
         self.token = ""
 
     def __enter__(self) -> "Stack":
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__(None, None, None)  # a failed start leaves no stack, database or log behind
+            raise
+
+    def _start(self) -> "Stack":
         if self.own_db:
             _pg(f"CREATE DATABASE {self.db_name}")
         redis.Redis.from_url(self.redis_url).flushdb()
@@ -80,6 +89,7 @@ class Stack:
         else:
             raise RuntimeError(f"stack not ready in 60 s; see {self.log.name}")
         login = httpx.post(self.base + "/api/auth/login", json={"username": ADMIN[0], "password": ADMIN[1]})
+        login.raise_for_status()
         self.token = login.json()["access_token"]
         self.http = httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
         return self
@@ -91,7 +101,10 @@ class Stack:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
-        self.log.close()
+        if self.http is not None:
+            self.http.close()
+        if getattr(self, "log", None) is not None:
+            self.log.close()
         if self.own_db:
             _pg(f"DROP DATABASE IF EXISTS {self.db_name} WITH (FORCE)")
 

@@ -35,7 +35,3 @@ class Conflict(DomainError):
 
 class Forbidden(DomainError):
     code = "forbidden"
-
-
-class Unauthorized(DomainError):
-    code = "unauthorized"

@@ -48,12 +48,3 @@ class ErrorType(StrEnum):
 BRANCH_TERMINAL = frozenset({BranchStatus.COMPLETED, BranchStatus.FAILED, BranchStatus.TIMED_OUT, BranchStatus.CANCELLED})
 BRANCH_ACTIVE = frozenset({BranchStatus.QUEUED, BranchStatus.RUNNING})
 EXECUTION_TERMINAL = frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED})
-
-BRANCH_TRANSITIONS: dict[BranchStatus, frozenset[BranchStatus]] = {
-    BranchStatus.QUEUED: frozenset({BranchStatus.RUNNING, BranchStatus.CANCELLED, BranchStatus.FAILED}),
-    BranchStatus.RUNNING: BRANCH_TERMINAL,
-}
-
-
-def can_transition(current: BranchStatus | str, new: BranchStatus | str) -> bool:
-    return BranchStatus(new) in BRANCH_TRANSITIONS.get(BranchStatus(current), frozenset())

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from api.schemas.base import InModel, OutModel, UTCTime
+from api.schemas.base import InModel, Offset, OutModel, UTCTime
 
 Period = Literal["24h", "7d", "30d", "90d"]
 GroupBy = Literal["hour", "day", "week", "month"]
@@ -86,7 +86,7 @@ class TargetPerformanceOut(OutModel):
 
 class TargetHistoryQuery(InModel):
     limit: int = Field(20, ge=1, le=100)
-    offset: int = Field(0, ge=0)
+    offset: Offset = 0
 
 
 class TargetHistoryItemOut(OutModel):

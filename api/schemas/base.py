@@ -59,11 +59,11 @@ class PageOut(BaseModel, Generic[T]):
     pagination: PaginationOut
 
 
+# offsets are bounded like page numbers: beyond them the database's row offset overflows (a 500)
+Offset = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
 class PageQuery(InModel):
     page: int = Field(1, ge=1, le=2**31 - 1)  # bounded so the row offset cannot overflow
     per_page: int = Field(20, ge=1, le=100)
     order: Literal["asc", "desc"] = "desc"
-
-
-class MessageOut(BaseModel):
-    message: str

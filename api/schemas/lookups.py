@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, RootModel
 
-from api.schemas.base import InModel, OutModel, UTCTime
+from api.schemas.base import InModel, Offset, OutModel, UTCTime
 from api.schemas.executions import ExecutionOut
 
 MAX_BULK = 1000
@@ -13,7 +13,7 @@ MAX_BULK = 1000
 
 class JobExecutionsQuery(InModel):
     limit: int = Field(50, ge=1, le=500)
-    offset: int = Field(0, ge=0)
+    offset: Offset = 0
 
 
 class ExecutionListOut(RootModel[list[ExecutionOut]]):
@@ -21,8 +21,7 @@ class ExecutionListOut(RootModel[list[ExecutionOut]]):
 
 
 class SearchQuery(InModel):
-    q: str = Field(min_length=1, max_length=255, pattern=r"^[^\x00]*$",  # PostgreSQL text cannot hold NUL
-                   description="serial prefix, job name or target name")
+    q: str = Field(min_length=1, max_length=255, description="serial prefix, job name or target name")
     type: Literal["execution", "branch", "all"] = "all"
     limit: int = Field(50, ge=1, le=500)
 

@@ -6,6 +6,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from common import serials
 from common.models.base import Base, JSONType, UTCDateTime, new_uuid, utcnow
 
 
@@ -88,7 +89,7 @@ class Branch(Base):
 
     @property
     def branch_id(self) -> str:
-        return f"{self.branch_number:03d}"
+        return serials.branch_id(self.branch_number)
 
     @property
     def execution_serial(self) -> str:

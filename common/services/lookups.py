@@ -16,14 +16,11 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from common import serials
 from common.errors import NotFound
 from common.models import Branch, Execution, Job, Target
+from common.services.pagination import escape_like
 from common.services.refs import ref_condition
 
 # a string that can begin a job/execution/branch serial, or a target serial
 _SERIAL_PREFIX = re.compile(r"^[JT]\d*(\.\d*)*$")
-
-
-def _escape_like(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 # ---------------------------------------------------------------- single lookups
@@ -152,8 +149,8 @@ class _Needle:
     @classmethod
     def of(cls, q: str) -> "_Needle":
         upper = q.upper()
-        prefix = _escape_like(upper) + "%" if _SERIAL_PREFIX.match(upper) else None
-        return cls(f"%{_escape_like(q.lower())}%", prefix)
+        prefix = escape_like(upper) + "%" if _SERIAL_PREFIX.match(upper) else None
+        return cls(f"%{escape_like(q.lower())}%", prefix)
 
     def job_serial_prefix(self) -> str | None:
         return self.serial_prefix if self.serial_prefix and self.serial_prefix.startswith("J") else None

@@ -40,7 +40,11 @@ def paginate(session: Session, stmt: Select, req: PageRequest, sort_columns: dic
     return Page(items=list(rows.scalars().unique()), page=req.page, per_page=req.per_page, total=total)
 
 
+def escape_like(value: str) -> str:
+    """LIKE wildcards in `value` taken literally (with ESCAPE '\\')."""
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def contains(column, value: str):
-    """Case-insensitive substring filter with LIKE wildcards in `value` taken literally."""
-    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return column.ilike(f"%{escaped}%", escape="\\")
+    """Case-insensitive substring filter."""
+    return column.ilike(f"%{escape_like(value)}%", escape="\\")

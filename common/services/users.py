@@ -45,6 +45,15 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
     return user
 
 
+def active_user(session: Session, subject: str) -> User | None:
+    """The active user a token's subject names, or None (not a user id of ours, gone, or disabled)."""
+    subject = str(subject)
+    if not (subject.isascii() and subject.isdigit() and id_in_range(int(subject))):
+        return None
+    user = session.get(User, int(subject))
+    return user if user is not None and user.is_active else None
+
+
 def get_user(session: Session, user_id: int) -> User:
     user = session.get(User, user_id) if id_in_range(user_id) else None
     if user is None:

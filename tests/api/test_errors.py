@@ -139,3 +139,26 @@ def test_every_bad_input_leaves_the_database_unchanged(client, admin, operator, 
     for response in attempts:
         assert_error(response, response.status_code)
     assert table_snapshot(db) == before
+
+
+def test_a_rejected_secret_is_never_echoed_back(client, admin):
+    response = client.post("/api/users", json={"username": "echo-check", "password": "short7!"}, headers=admin)
+    assert response.status_code == 422
+    body = response.get_data(as_text=True)
+    assert response.get_json()["details"]["field"] == "password"
+    assert "short7!" not in body
+
+
+def test_a_nul_character_is_a_clear_error_not_a_500(client, admin, db):
+    response = client.post("/api/jobs", json={"name": "bad\x00name", "actions": [
+        {"action_type": "command", "action_name": "a", "action_parameters": {"command": "true"}}]}, headers=admin)
+    assert response.status_code == 422
+    assert response.get_json()["details"]["field"] == "name"
+    listed = client.get("/api/jobs?name=a%00b", headers=admin)
+    assert listed.status_code == 400 and listed.get_json()["details"]["field"] == "name"
+
+
+def test_an_offset_past_any_row_is_a_400(client, admin):
+    response = client.get("/api/jobs/J20260001/executions?offset=99999999999999999999", headers=admin)
+    assert response.status_code == 400
+    assert response.get_json()["details"]["field"] == "offset"
