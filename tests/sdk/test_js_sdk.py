@@ -48,8 +48,8 @@ def test_node_test_suite(sdk_server: LiveServer, limited_server: LiveServer, lim
     env = dict(os.environ, BASE_URL=sdk_server.base_url, ADMIN_USERNAME=sdk_server.admin_username,
                ADMIN_PASSWORD=sdk_server.admin_password, LIMITED_BASE_URL=limited_server.base_url,
                LIMITED_TOKEN=limited_tokens["js"], NODE_NO_WARNINGS="1")
-    if has_global_websocket():
-        env["EXPECT_GLOBAL_WEBSOCKET"] = "1"
+    assert has_global_websocket(), "node should offer a global WebSocket (Node 20 with --experimental-websocket)"
+    env["EXPECT_GLOBAL_WEBSOCKET"] = "1"
     command = [NODE, *node_flags(), "--test", "--test-reporter=tap", *files]
     result = subprocess.run(command, cwd=SDK_JS, env=env, capture_output=True, text=True, timeout=240)
     output = result.stdout + result.stderr
@@ -98,8 +98,7 @@ def test_packed_package_runs_the_reference_snippet(sdk_server: LiveServer, tmp_p
     snippet_source = (JS_TESTS / "reference-snippet.test.mjs").read_text()
     snippet = snippet_source.split("export const JS_SNIPPET = `", 1)[1].split("`;\n", 1)[0]
     snippet = snippet.replace("\\`", "`").replace("\\$", "$")
-    if REFERENCE.exists():
-        assert snippet in REFERENCE.read_text()
+    assert snippet in REFERENCE.read_text()
     code = (snippet.replace("'J20250001.0001'", f"'{execution.execution_serial}'")
             .replace("'T20250001'", f"'{target.target_serial}'")
             .replace("'http://localhost:8000'", f"'{sdk_server.base_url}'")

@@ -397,7 +397,8 @@ def test_live_events_for_an_execution(admin, seeded):
     # an execution filter: only that execution's events
     with admin.executions.events(execution_serial=execution.execution_serial, timeout=0.5) as stream:
         assert stream.filters == {"execution_serial": execution.execution_serial}
-        admin.jobs.execute(job_serial)  # a different execution: filtered out
+        other = admin.jobs.execute(job_serial)  # a different execution: filtered out
+        admin.executions.wait(other.execution_serial, timeout=30)  # all its events are out by now
         with pytest.raises(WaitTimeout):
             stream.next(timeout=1.0)
 

@@ -123,9 +123,11 @@ def test_term_ignoring_process_is_killed_after_grace() -> None:
     runner = LocalRunner(kill_grace=0.3)
     tag = unique_sleep(33)
     t0 = time.monotonic()
-    result = run(runner, f"trap '' TERM; {tag}", timeout=0.5)
+    result = run(runner, f"trap '' TERM; echo armed; {tag}", timeout=0.5)
+    elapsed = time.monotonic() - t0
     assert result.error_type == "timeout"
-    assert time.monotonic() - t0 < 3
+    assert result.stdout == "armed\n"  # the trap was in place before the timeout
+    assert 0.5 + 0.3 <= elapsed < 3  # TERM was ignored for the whole grace, then KILL
     wait_until(lambda: not find_processes(tag), timeout=2, message="TERM-ignoring sleep killed")
 
 

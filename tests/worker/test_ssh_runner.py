@@ -204,9 +204,11 @@ def test_term_ignoring_group_is_killed_after_grace(pool: SSHPool, spec: Connecti
     runner = SSHRunner(pool=pool, kill_grace=0.3)
     tag = f"{33 + secrets.randbelow(1000) / 1000 + 0.0001:.4f}"
     t0 = time.monotonic()
-    result = run(runner, spec, f"trap '' TERM; sleep {tag}", timeout=0.5)  # SIG_IGN is inherited
+    result = run(runner, spec, f"trap '' TERM; echo armed; sleep {tag}", timeout=0.5)  # SIG_IGN is inherited
+    elapsed = time.monotonic() - t0
     assert result.error_type == "timeout"
-    assert time.monotonic() - t0 < 3
+    assert result.stdout == "armed\n"  # the trap was in place before the timeout
+    assert 0.5 + 0.3 <= elapsed < 3  # TERM was ignored for the whole grace, then KILL
     wait_until(lambda: not find_processes(f"sleep {tag}"), timeout=2, message="TERM-ignoring sleep killed")
 
 

@@ -1,6 +1,6 @@
 // Shared helpers for the live tests: the server the Python wrapper (tests/sdk/test_js_sdk.py) started is
 // given by BASE_URL, ADMIN_USERNAME and ADMIN_PASSWORD; the rate-limited one by LIMITED_BASE_URL and
-// LIMITED_TOKEN. Without BASE_URL the live tests are skipped (the wrapper makes sure they are not).
+// LIMITED_TOKEN. Without them the live tests fail at once: they are never skipped.
 import crypto from 'node:crypto';
 import { EnableDRMClient } from '../src/index.js';
 
@@ -10,9 +10,10 @@ export const ADMIN_PASSWORD = process.env.ADMIN_PASSWORD ?? '';
 export const LIMITED_BASE_URL = process.env.LIMITED_BASE_URL ?? '';
 export const LIMITED_TOKEN = process.env.LIMITED_TOKEN ?? '';
 
-/** `skip` option for live tests: false when a server is configured, else the reason. */
-export const live = BASE_URL ? false : 'set BASE_URL, ADMIN_USERNAME and ADMIN_PASSWORD to run the live tests';
-export const limited = LIMITED_BASE_URL && LIMITED_TOKEN ? false : 'set LIMITED_BASE_URL and LIMITED_TOKEN to run the 429 test';
+if (!BASE_URL || !ADMIN_PASSWORD || !LIMITED_BASE_URL || !LIMITED_TOKEN) {
+  throw new Error('live tests need BASE_URL, ADMIN_USERNAME, ADMIN_PASSWORD, LIMITED_BASE_URL and LIMITED_TOKEN '
+    + '(tests/sdk/test_js_sdk.py starts the servers and sets them)');
+}
 
 export const RFC3339_Z = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
 

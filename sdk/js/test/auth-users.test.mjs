@@ -2,9 +2,9 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { Conflict, EnableDRMClient, Forbidden, NotFound, Unauthorized, ValidationError } from '../src/index.js';
-import { ADMIN_PASSWORD, ADMIN_USERNAME, BASE_URL, RFC3339_Z, adminClient, clientFor, live, unique } from '../test-support/live.mjs';
+import { ADMIN_PASSWORD, ADMIN_USERNAME, BASE_URL, RFC3339_Z, adminClient, clientFor, unique } from '../test-support/live.mjs';
 
-describe('auth', { skip: live }, () => {
+describe('auth', () => {
   it('logs in, reads me, refreshes and logs out', async () => {
     const client = new EnableDRMClient({ baseURL: `${BASE_URL}/api` });
     assert.equal(client.baseURL, BASE_URL);
@@ -39,7 +39,7 @@ describe('auth', { skip: live }, () => {
   });
 });
 
-describe('users', { skip: live }, () => {
+describe('users', () => {
   let admin;
   before(async () => {
     admin = await adminClient();

@@ -4,9 +4,9 @@ import { before, describe, it } from 'node:test';
 import {
   ApiError, BadRequest, EnableDRMClient, EnableDRMError, MethodNotAllowed, NotFound, PayloadTooLarge, RateLimited, ValidationError,
 } from '../src/index.js';
-import { LIMITED_BASE_URL, LIMITED_TOKEN, adminClient, limited, live } from '../test-support/live.mjs';
+import { LIMITED_BASE_URL, LIMITED_TOKEN, adminClient } from '../test-support/live.mjs';
 
-describe('error classes from the live server', { skip: live }, () => {
+describe('error classes from the live server', () => {
   let admin;
   before(async () => {
     admin = await adminClient();
@@ -28,7 +28,7 @@ describe('error classes from the live server', { skip: live }, () => {
   }
 });
 
-describe('rate limiting', { skip: limited }, () => {
+describe('rate limiting', () => {
   it('throws RateLimited with retryAfter when retries are off', async () => {
     const client = new EnableDRMClient({ baseURL: LIMITED_BASE_URL, token: LIMITED_TOKEN, maxRetries: 0 });
     let error = null;

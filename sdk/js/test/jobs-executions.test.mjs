@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { ApiError, BadRequest, Forbidden, NotFound, ValidationError, WaitTimeout } from '../src/index.js';
-import { RFC3339_Z, adminClient, clientFor, echoAction, live, seed, unique } from '../test-support/live.mjs';
+import { RFC3339_Z, adminClient, clientFor, echoAction, seed, unique } from '../test-support/live.mjs';
 
 async function collect(iterable) {
   const out = [];
@@ -10,7 +10,7 @@ async function collect(iterable) {
   return out;
 }
 
-describe('jobs', { skip: live }, () => {
+describe('jobs', () => {
   let admin;
   let seeded;
   before(async () => {
@@ -79,7 +79,7 @@ describe('jobs', { skip: live }, () => {
   });
 });
 
-describe('executions', { skip: live }, () => {
+describe('executions', () => {
   let admin;
   let seeded;
   before(async () => {
@@ -132,7 +132,7 @@ describe('executions', { skip: live }, () => {
   });
 });
 
-describe('analytics', { skip: live }, () => {
+describe('analytics', () => {
   let admin;
   let seeded;
   before(async () => {

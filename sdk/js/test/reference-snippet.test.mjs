@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { before, describe, it } from 'node:test';
-import { BASE_URL, adminClient, live, seed } from '../test-support/live.mjs';
+import { BASE_URL, adminClient, seed } from '../test-support/live.mjs';
 
 const run = promisify(execFile);
 // shared/ lies beside every checkout of the repository (this file is sdk/js/test/ in it)
@@ -36,7 +36,7 @@ describe('reference JavaScript snippet', () => {
     assert.equal(block, JS_SNIPPET);
   });
 
-  describe('against the live server', { skip: live }, () => {
+  describe('against the live server', () => {
     let admin;
     let seeded;
     before(async () => {

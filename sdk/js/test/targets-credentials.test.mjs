@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { Conflict, Forbidden, NotFound, ValidationError } from '../src/index.js';
-import { adminClient, clientFor, live, seed, unique } from '../test-support/live.mjs';
+import { adminClient, clientFor, seed, unique } from '../test-support/live.mjs';
 
 async function collect(iterable) {
   const out = [];
@@ -10,7 +10,7 @@ async function collect(iterable) {
   return out;
 }
 
-describe('credentials', { skip: live }, () => {
+describe('credentials', () => {
   let admin;
   before(async () => {
     admin = await adminClient();
@@ -38,7 +38,7 @@ describe('credentials', { skip: live }, () => {
   });
 });
 
-describe('targets', { skip: live }, () => {
+describe('targets', () => {
   let admin;
   let seeded;
   before(async () => {
