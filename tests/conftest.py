@@ -21,7 +21,6 @@ from common.services.users import create_user
 PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 PG_URL_BASE = os.environ.get("TEST_PG_URL_BASE", "postgresql+psycopg2://postgres@127.0.0.1:5432/")
 REDIS_BASE = os.environ.get("TEST_REDIS_BASE", "redis://127.0.0.1:6379/")
-REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "13"))
 
 JWT_SECRET = "test-jwt-secret-" + "x" * 40
 FERNET_SECRET = "test-fernet-secret-" + "y" * 40
@@ -64,12 +63,27 @@ def sqlite_url(tmp_path_factory) -> str:
     return url
 
 
+# Redis databases a run may claim. Celery queues and rate-limit counters live in the database, so
+# a database shared with another run would let its workers take our tasks: claim an empty one.
+_REDIS_CANDIDATES = [int(n) for n in os.environ.get("TEST_REDIS_DBS", "13,15,11,10,9,8,7").split(",")]
+_CLAIM_KEY = "opsconductor-test:claimed-by"
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """A Redis database number of this run's own, emptied before and after."""
-    url = f"{REDIS_BASE}{REDIS_DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
+    """A Redis database of this run's own: the first candidate no live run has claimed, emptied
+    before and after. (The e2e stack runs a redis-server of its own; benchmarks use 12.)"""
+    claim = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    for number in _REDIS_CANDIDATES:
+        url = f"{REDIS_BASE}{number}"
+        client = redis.Redis.from_url(url)
+        if client.set(_CLAIM_KEY, claim, nx=True, ex=3600):
+            client.flushdb()  # unclaimed: whatever is left belongs to a run that died
+            client.set(_CLAIM_KEY, claim, ex=3600)
+            break
+        client.close()
+    else:
+        pytest.fail(f"no free Redis database among {_REDIS_CANDIDATES}")
     yield url
     client.flushdb()
     client.close()

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy.dialects.postgresql import insert
 
 from api.app import create_app
@@ -21,36 +20,10 @@ from api.dispatch import Dispatcher
 from common.db import Database
 from common.models import SerialCounter, utcnow
 from common.services.users import create_user
-from tests.conftest import PASSWORD, REDIS_BASE, make_settings, truncate_all
+from tests.conftest import PASSWORD, make_settings, truncate_all
 from tests.integration.engine_helpers import (CeleryProcess, EngineApi, EventRecorder, celery_env)
 from tests.sshd import (TEST_HOSTS, ClientKey, SshdServer, TestUser, ensure_sshd_installed, ensure_test_user,
                         generate_client_key)
-
-# Redis DB numbers this package may claim (13 is the default of tests/conftest.py, which other
-# suites running at the same time flush). Celery queues live in the DB, so a DB shared with
-# another run would let its workers eat our tasks.
-_REDIS_CANDIDATES = [int(n) for n in os.environ.get("TEST_ENGINE_REDIS_DBS", "14,15,11,10,9,8,7").split(",")]
-_CLAIM_KEY = "opsconductor-test:claimed-by"
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """A Redis database of this run's own: the first candidate that is empty and claimable."""
-    claim = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    for number in _REDIS_CANDIDATES:
-        url = f"{REDIS_BASE}{number}"
-        client = redis.Redis.from_url(url)
-        if client.set(_CLAIM_KEY, claim, nx=True, ex=3600) and client.dbsize() == 1:
-            break
-        if client.get(_CLAIM_KEY) == claim.encode():
-            client.delete(_CLAIM_KEY)
-        client.close()
-    else:
-        pytest.fail(f"no free Redis database among {_REDIS_CANDIDATES}")
-    yield url
-    client.flushdb()
-    client.close()
-
 
 @pytest.fixture(scope="package")
 def engine_db(pg_url) -> Iterator[Database]:
