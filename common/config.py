@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from common.errors import ConfigError
@@ -108,23 +108,28 @@ class Settings:
             var_dir=var_dir,
             admin_username=os.environ.get("OPSCONDUCTOR_ADMIN_USERNAME") or None,
             admin_password=os.environ.get("OPSCONDUCTOR_ADMIN_PASSWORD") or None,
-            access_token_minutes=_env_int("JWT_ACCESS_TOKEN_MINUTES", 60),
-            refresh_token_days=_env_int("JWT_REFRESH_TOKEN_DAYS", 30),
-            rate_limit_standard=os.environ.get("RATE_LIMIT_STANDARD", "100 per minute"),
-            rate_limit_admin=os.environ.get("RATE_LIMIT_ADMIN", "500 per minute"),
-            rate_limit_login=os.environ.get("RATE_LIMIT_LOGIN", "20 per minute"),
-            rate_limits_enabled=_env_bool("RATE_LIMITS_ENABLED", True),
-            max_body_bytes=_env_int("MAX_BODY_BYTES", 1024 * 1024),
-            output_cap_bytes=_env_int("OUTPUT_CAP_BYTES", 1024 * 1024),
-            ssh_connect_timeout=_env_float("SSH_CONNECT_TIMEOUT", 10.0),
-            default_action_timeout=_env_float("DEFAULT_ACTION_TIMEOUT", 3600.0),
-            heartbeat_seconds=_env_float("HEARTBEAT_SECONDS", 2.0),
-            worker_lost_seconds=_env_float("WORKER_LOST_SECONDS", 15.0),
-            dispatch_grace_seconds=_env_float("DISPATCH_GRACE_SECONDS", 10.0),
-            sweep_interval_seconds=_env_float("SWEEP_INTERVAL_SECONDS", 5.0),
-            ssh_pool_idle_seconds=_env_float("SSH_POOL_IDLE_SECONDS", 60.0),
-            worker_concurrency=_env_int("WORKER_CONCURRENCY", 32),
+            **_tunables(cls),
         )
+
+
+# fields read from the environment as they are, each defaulting to the field's own default
+_TUNABLES = {
+    "access_token_minutes": "JWT_ACCESS_TOKEN_MINUTES", "refresh_token_days": "JWT_REFRESH_TOKEN_DAYS",
+    "rate_limit_standard": "RATE_LIMIT_STANDARD", "rate_limit_admin": "RATE_LIMIT_ADMIN",
+    "rate_limit_login": "RATE_LIMIT_LOGIN", "rate_limits_enabled": "RATE_LIMITS_ENABLED",
+    "max_body_bytes": "MAX_BODY_BYTES", "output_cap_bytes": "OUTPUT_CAP_BYTES",
+    "ssh_connect_timeout": "SSH_CONNECT_TIMEOUT", "default_action_timeout": "DEFAULT_ACTION_TIMEOUT",
+    "heartbeat_seconds": "HEARTBEAT_SECONDS", "worker_lost_seconds": "WORKER_LOST_SECONDS",
+    "dispatch_grace_seconds": "DISPATCH_GRACE_SECONDS", "sweep_interval_seconds": "SWEEP_INTERVAL_SECONDS",
+    "ssh_pool_idle_seconds": "SSH_POOL_IDLE_SECONDS", "worker_concurrency": "WORKER_CONCURRENCY",
+}
+
+
+def _tunables(cls) -> dict:
+    parsers = {bool: _env_bool, int: _env_int, float: _env_float,
+               str: lambda name, default: os.environ.get(name) or default}
+    defaults = {f.name: f.default for f in fields(cls)}
+    return {name: parsers[type(defaults[name])](env, defaults[name]) for name, env in _TUNABLES.items()}
 
 
 def _kept_secrets(var_dir: Path) -> dict[str, str]:
