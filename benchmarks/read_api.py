@@ -18,7 +18,6 @@ import json
 import os
 import random
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from benchmarks.stack import free_port
 from common.db import make_engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,12 +40,6 @@ class Case:
     target_ms: float | None  # None: reported, no target
     make: Callable[[random.Random], tuple[str, str, dict | None]]  # -> (method, path, json body)
     requests: int | None = None  # default: --requests
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Client:
@@ -151,7 +145,7 @@ def cases(data: dict[str, list[str]]) -> list[Case]:
         "executions", "branches", "jobs", "job_names", "targets", "target_names"))
 
     def bulk(rng: random.Random) -> tuple[str, str, dict]:
-        serials = rng.sample(data["executions"], 300) + rng.sample(data["branches"], 700)
+        serials = rng.sample(data["executions"], 300) + rng.sample(data["branches"], min(700, len(data["branches"])))
         rng.shuffle(serials)
         return "POST", "/api/executions/bulk", {"serials": serials}
 
@@ -249,7 +243,12 @@ def main(argv: list[str] | None = None) -> int:
         client.close()
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    if not rows:
+        raise SystemExit(f"no endpoint matches --only {args.only!r}")
     width = max(len(r["name"]) for r in rows)
     print(f"{'endpoint':<{width}}  {'n':>4}  {'p50 ms':>7}  {'p99 ms':>7}  {'max ms':>7}  {'target':>7}  ok")
     missed = 0

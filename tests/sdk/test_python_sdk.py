@@ -541,6 +541,14 @@ def test_429_retries_are_bounded():
     assert len(times) == 1
 
 
+def test_429_asking_for_a_long_wait_is_raised_not_slept_through():
+    long_wait = (429, {"Retry-After": "3600"}, LIMITED[2])
+    with stub_server([long_wait, ME]) as (url, times):
+        with pytest.raises(RateLimited) as info:
+            EnableDRMClient(url, token="t", max_retries=3).auth.me()
+    assert len(times) == 1 and info.value.retry_after == 3600.0
+
+
 def test_error_mapping_for_codes_the_live_server_cannot_be_made_to_answer():
     answers = [
         ((500, {}, {"error": "internal_error", "message": "boom", "details": {}}), ServerError),

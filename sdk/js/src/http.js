@@ -4,6 +4,7 @@ import { TransportError, makeError } from './errors.js';
 
 export const VERSION = '0.1.0';
 const DEFAULT_RETRY_AFTER = 1; // seconds, when a 429 carries no usable Retry-After
+const MAX_RETRY_WAIT = 60; // seconds: a 429 asking for a longer wait is thrown to the caller, never slept through
 
 /** [server root, API root] for a base URL given with or without its trailing /api. */
 export function apiRoots(baseURL) {
@@ -102,8 +103,9 @@ export class HttpTransport {
       let retryAfter = null;
       if (response.status === 429) {
         retryAfter = parseRetryAfter(response.headers.get('retry-after'));
-        if (attempt < this.maxRetries) {
-          await this._sleep(retryAfter ?? DEFAULT_RETRY_AFTER);
+        const wait = retryAfter ?? DEFAULT_RETRY_AFTER;
+        if (attempt < this.maxRetries && wait <= MAX_RETRY_WAIT) {
+          await this._sleep(wait);
           continue;
         }
       }

@@ -13,6 +13,7 @@ from enabledrm_sdk._version import __version__
 from enabledrm_sdk.errors import TransportError, make_error
 
 DEFAULT_RETRY_AFTER = 1.0
+MAX_RETRY_WAIT = 60.0  # a 429 asking for a longer wait is raised to the caller, never slept through
 
 
 def api_roots(base_url: str) -> "tuple[str, str]":
@@ -119,7 +120,7 @@ class Transport:
         attempt = 0
         while True:
             try:
-                response = self._client.request(method, url, **kwargs)
+                response = self._client.request(method, url, timeout=self.timeout, **kwargs)
             except httpx.TimeoutException as exc:
                 raise TransportError(f"{method} {url} timed out: {exc}") from exc
             except httpx.HTTPError as exc:
@@ -129,9 +130,10 @@ class Transport:
             retry_after = None
             if response.status_code == 429:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                if attempt < self.max_retries:
+                wait = retry_after if retry_after is not None else DEFAULT_RETRY_AFTER
+                if attempt < self.max_retries and wait <= MAX_RETRY_WAIT:
                     attempt += 1
-                    self._sleep(retry_after if retry_after is not None else DEFAULT_RETRY_AFTER)
+                    self._sleep(wait)
                     continue
             raise make_error(response.status_code, _body(response), dict(response.headers), retry_after)
 
