@@ -1,7 +1,7 @@
 """Shared pieces of the resource groups."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Type, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Type, TypeVar
 
 from enabledrm_sdk._transport import Transport
 from enabledrm_sdk.models import ApiObject, Page
@@ -16,15 +16,26 @@ class Resource:
     def _page(self, path: str, item_type: Type[T], params: Mapping[str, Any]) -> "Page[T]":
         return Page(self._t.json("GET", path, params=params), item_type)
 
-    def _iterate(self, fetch: Callable[[int], "Page[T]"], start: int = 1) -> Iterator[T]:
+    def _iterate(self, fetch: Callable[[int], "Page[T]"]) -> Iterator[T]:
         """Every item of a paginated list, page after page, until has_next is false."""
-        page_number = start
+        page_number = 1
         while True:
             page = fetch(page_number)
             yield from page
             if not page.pagination.has_next or len(page) == 0:
                 return
             page_number += 1
+
+
+def iterate_offset(fetch: Callable[[int, int], List[Any]], page_size: int) -> Iterator[Any]:
+    """Every item of a limit/offset list: fetch(limit, offset) until a short (or empty) chunk."""
+    offset = 0
+    while True:
+        chunk = fetch(page_size, offset)
+        yield from chunk
+        if len(chunk) < page_size:
+            return
+        offset += len(chunk)
 
 
 def body(fields: Mapping[str, Any], **named: Any) -> Dict[str, Any]:

@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any, Iterator, List, Mapping, Optional, Sequence, Union
 
 from enabledrm_sdk.models import Execution, Job, Page
-from enabledrm_sdk.resources._base import Resource, body, page_params
+from enabledrm_sdk.resources._base import Resource, body, iterate_offset, page_params
 from enabledrm_sdk._transport import segment
 
 JobRef = Union[int, str]  # the numeric id or the serial (J20250001)
@@ -64,10 +64,4 @@ class JobsResource(Resource):
 
     def iter_executions(self, job_ref: JobRef, *, page_size: int = 100) -> Iterator[Execution]:
         """Every execution of the job, newest first, fetching ``page_size`` at a time."""
-        offset = 0
-        while True:
-            chunk = self.executions(job_ref, limit=page_size, offset=offset)
-            yield from chunk
-            if len(chunk) < page_size:
-                return
-            offset += len(chunk)
+        return iterate_offset(lambda limit, offset: self.executions(job_ref, limit=limit, offset=offset), page_size)

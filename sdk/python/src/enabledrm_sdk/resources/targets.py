@@ -1,10 +1,10 @@
 """``client.targets``: target CRUD, per-target performance and execution history."""
 from __future__ import annotations
 
-from typing import Any, Iterator, List, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 from enabledrm_sdk.models import Page, Target, TargetHistory, TargetHistoryItem, TargetPerformance
-from enabledrm_sdk.resources._base import Resource, body, page_params
+from enabledrm_sdk.resources._base import Resource, body, iterate_offset, page_params
 from enabledrm_sdk._transport import segment
 
 TargetRef = Union[int, str]  # the numeric id or the serial (T20250001)
@@ -60,11 +60,5 @@ class TargetsResource(Resource):
 
     def iter_history(self, target_serial: str, *, page_size: int = 100) -> Iterator[TargetHistoryItem]:
         """Every branch run on the target, newest first, fetching ``page_size`` at a time."""
-        offset = 0
-        while True:
-            chunk = self.history(target_serial, limit=page_size, offset=offset)
-            items: List[TargetHistoryItem] = chunk.executions
-            yield from items
-            offset += len(items)
-            if not items or offset >= chunk.total:
-                return
+        return iterate_offset(
+            lambda limit, offset: self.history(target_serial, limit=limit, offset=offset).executions, page_size)
