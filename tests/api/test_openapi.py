@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-import socket
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -11,6 +10,7 @@ from openapi_spec_validator import validate
 from api.app import create_app
 from tests.api.conftest import assert_error
 from tests.conftest import make_settings
+from tests.sshd import free_port
 
 SKIPPED_RULES = {"/ws/executions"}
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
@@ -126,14 +126,8 @@ def test_readyz_with_redis(db, redis_url):
     assert response.get_json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_readyz_reports_a_dead_redis_503(db):
-    app = create_app(make_settings(db.url, redis_url=f"redis://127.0.0.1:{_closed_port()}/0"), db=db)
+    app = create_app(make_settings(db.url, redis_url=f"redis://127.0.0.1:{free_port()}/0"), db=db)
     body = assert_error(app.test_client().get("/readyz"), 503, "not_ready")
     assert body["details"]["database"] == "ok"
     assert body["details"]["redis"].startswith("error")

@@ -4,7 +4,6 @@ several real API processes through Redis."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import redis
 from api.app import create_app
 from tests.api.conftest import assert_error
 from tests.conftest import FERNET_SECRET, JWT_SECRET, PASSWORD, make_settings
+from tests.sshd import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LIMITS = {"rate_limit_standard": "5 per minute", "rate_limit_admin": "8 per minute",
@@ -146,12 +146,6 @@ def test_limits_can_be_disabled(db, users):
 
 # ---------------------------------------------------------------- two real API processes, one budget
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_healthy(base: str, proc: subprocess.Popen, log: Path, deadline: float) -> None:
     while True:
         assert proc.poll() is None, f"API process exited early:\n{log.read_text()[-3000:]}"
@@ -185,7 +179,7 @@ def test_budget_is_shared_across_processes_through_redis(pg_db, pg_url, redis_ur
     handles = []
     try:
         for n in range(2):
-            port = _free_port()
+            port = free_port()
             log = tmp_path / f"api{n}.log"
             handles.append(log.open("wb"))
             procs.append(subprocess.Popen(
