@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text, text
+from sqlalchemy import ForeignKey, Index, String, Text, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from common.models.base import Base, JSONType, UTCDateTime, new_uuid, utcnow
@@ -40,3 +40,8 @@ class Target(Base):
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     credential: Mapped[Credential | None] = relationship(lazy="raise")
+
+
+# read API (migration 0002, PostgreSQL with pg_trgm only): search by "name contains q"
+Index("ix_targets_name_trgm", func.lower(Target.name).label("lower_name"), postgresql_using="gin",
+      postgresql_ops={"lower_name": "gin_trgm_ops"}).ddl_if(dialect="postgresql")
