@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from celery import Celery
 
+from common.broker import transport_for
 from common.config import Settings
 from common.migrate import upgrade
 from common.services.dispatch import send_batch
@@ -30,6 +31,7 @@ def make_celery(settings: Settings, *, runtime: WorkerRuntime | None = None) -> 
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue="default",
+        broker_transport=transport_for(settings.broker_url),
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         worker_pool="threads",

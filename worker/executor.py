@@ -30,8 +30,9 @@ class Outcome:
 
 def run_branch(rt: WorkerRuntime, branch_id: int) -> str | None:
     """Entry point of the branch task. Returns the final status, or None when there was nothing to run."""
-    with rt.db.session() as session:
-        work, events = svc.claim_branch(session, branch_id, rt.name)
+    with rt.db.connection() as conn:
+        work, events = svc.claim_branch(conn, branch_id, rt.name)
+        conn.commit()
     rt.publish(events)
     if work is None:
         log.info("branch not claimable (already started, finished or cancelled) branch_id=%s", branch_id)
@@ -83,8 +84,9 @@ def _open(rt: WorkerRuntime, work: svc.ClaimedBranch) -> Session:
         return rt.local.open(ConnectionSpec(host="localhost"))
     session = rt.ssh.open(_spec(rt, work))
     if work.host_key is None and session.host_key:
-        with rt.db.session() as db_session:
-            svc.pin_host_key(db_session, work.target_id, session.host_key, fingerprint(session.host_key))
+        with rt.db.connection() as conn:
+            svc.pin_host_key(conn, work.target_id, session.host_key, fingerprint(session.host_key))
+            conn.commit()
     return session
 
 
@@ -142,5 +144,6 @@ def _step(action: dict, result: StepResult) -> dict:
 
 
 def _record(rt: WorkerRuntime, branch_id: int, step: dict) -> None:
-    with rt.db.session() as session:
-        svc.record_step(session, branch_id, step)
+    with rt.db.connection() as conn:
+        svc.record_step(conn, branch_id, step)
+        conn.commit()

@@ -16,9 +16,10 @@ Send = Callable[[str, list[tuple[list, str]]], None]
 
 
 def send_batch(celery_app, task_name: str, items: list[tuple[list, str]]) -> None:
-    """Publish many tasks by name over one producer connection (a 1,000-branch fan-out is one
-    round of I/O). Takes whichever Celery app the caller holds; this module never imports one."""
-    with celery_app.producer_or_acquire() as producer:
+    """Publish many tasks by name over one producer connection, in kombu's publish batch (on Redis
+    one pipeline: a 1,000-branch fan-out is one round trip, not a thousand). Takes whichever Celery
+    app the caller holds; this module never imports one."""
+    with celery_app.producer_or_acquire() as producer, producer.batch():
         for args, queue in items:
             celery_app.send_task(task_name, args=args, queue=queue, producer=producer)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from common import serials
@@ -23,6 +23,8 @@ from common.statuses import BRANCH_ACTIVE, BranchStatus, ErrorType, ExecutionSta
 log = logging.getLogger(__name__)
 
 Event = tuple[str, dict[str, Any]]
+# The per-branch hot path takes either: the worker runs it on a bare connection, other callers in a session.
+Executor = Session | Connection
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -149,7 +151,7 @@ _ANY_ACTIVE = select(_B.c.id).where(_B.c.execution_id == bindparam("e_id"), _B.c
 _INSERT_STEP = insert(_S)
 
 
-def claim_branch(session: Session, branch_id: int, worker: str) -> tuple[ClaimedBranch | None, list[Event]]:
+def claim_branch(session: Executor, branch_id: int, worker: str) -> tuple[ClaimedBranch | None, list[Event]]:
     """queued → running, only once: a redelivered or duplicate task finds nothing to claim.
 
     A cancel ends queued branches in the same transaction that records it, so a branch claimed
@@ -172,11 +174,11 @@ def claim_branch(session: Session, branch_id: int, worker: str) -> tuple[Claimed
         "status": str(BranchStatus.RUNNING), "started_at": _ts(now)})]
 
 
-def record_step(session: Session, branch_id: int, step: dict[str, Any]) -> None:
+def record_step(session: Executor, branch_id: int, step: dict[str, Any]) -> None:
     session.execute(_INSERT_STEP, {**step, "branch_id": branch_id, "status": str(step["status"])})
 
 
-def pin_host_key(session: Session, target_id: int, host_key: str, fingerprint: str) -> None:
+def pin_host_key(session: Executor, target_id: int, host_key: str, fingerprint: str) -> None:
     """Trust on first use: only the first key seen is recorded."""
     session.execute(update(Target).where(Target.id == target_id, Target.host_key.is_(None))
                     .values(host_key=host_key, host_key_fingerprint=fingerprint))
@@ -193,7 +195,7 @@ def heartbeat(session: Session, branch_ids: list[int]) -> set[int]:
     return {r[0] for r in rows}
 
 
-def finish_branch(session: Session, branch_id: int, status: BranchStatus, *, exit_code: int | None = None,
+def finish_branch(session: Executor, branch_id: int, status: BranchStatus, *, exit_code: int | None = None,
                   error_type: str | None = None, result_output: str | None = None,
                   result_error: str | None = None, last_step: dict[str, Any] | None = None,
                   started_at: datetime | None = None) -> tuple[list[Event], int | None]:
@@ -216,7 +218,7 @@ def finish_branch(session: Session, branch_id: int, status: BranchStatus, *, exi
                               duration)], row.execution_id
 
 
-def close_if_done(session: Session, execution_id: int) -> list[Event]:
+def close_if_done(session: Executor, execution_id: int) -> list[Event]:
     """Close the execution once no branch is active. Call it after the commit that finished a
     branch: the last finisher's check then sees every other finish committed, so at least one
     caller closes, and the conditional update lets exactly one of them do it. No execution-wide
@@ -252,12 +254,14 @@ def close_if_done(session: Session, execution_id: int) -> list[Event]:
 
 
 def finish_and_close(db: Database, branch_id: int, status: BranchStatus, **outcome: Any) -> list[Event]:
-    """finish_branch and close_if_done, each in its own transaction, in the order that makes it safe."""
-    with db.session() as session:
-        events, execution_id = finish_branch(session, branch_id, status, **outcome)
-    if execution_id is not None:
-        with db.session() as session:
-            events += close_if_done(session, execution_id)
+    """finish_branch and close_if_done, each in its own transaction (in the order that makes it
+    safe), on one connection."""
+    with db.connection() as conn:
+        events, execution_id = finish_branch(conn, branch_id, status, **outcome)
+        conn.commit()
+        if execution_id is not None:
+            events += close_if_done(conn, execution_id)
+            conn.commit()
     return events
 
 
