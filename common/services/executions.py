@@ -131,15 +131,19 @@ _ACTIVE = [str(s) for s in BRANCH_ACTIVE]
 
 _CLAIM = (update(_B).where(_B.c.id == bindparam("b_id"), _B.c.status == str(BranchStatus.QUEUED))
           .values(status=str(BranchStatus.RUNNING), started_at=bindparam("now"), heartbeat_at=bindparam("now"),
-                  worker=bindparam("worker_name"))
-          .returning(_B.c.id))
-_LOAD = (select(_B.c.branch_serial, _B.c.target_serial_ref, _E.c.execution_serial, _E.c.actions,
-                _T.c.id.label("target_id"), _T.c.target_serial, _T.c.connection, _T.c.ip_address, _T.c.hostname, _T.c.port, _T.c.host_key,
-                _C.c.id.label("cred_id"), _C.c.username, _C.c.auth_type, _C.c.secret_encrypted,
-                _C.c.passphrase_encrypted, _C.c.version)
-         .select_from(_B.join(_E, _E.c.id == _B.c.execution_id).join(_T, _T.c.id == _B.c.target_id)
+                  worker=bindparam("worker_name")))
+_b = _B.alias("b")
+_LOAD = (select(_b.c.id.label("branch_id"), _b.c.branch_serial, _b.c.target_serial_ref, _E.c.execution_serial,
+                _E.c.actions, _T.c.id.label("target_id"), _T.c.target_serial, _T.c.connection, _T.c.ip_address,
+                _T.c.hostname, _T.c.port, _T.c.host_key, _C.c.id.label("cred_id"), _C.c.username, _C.c.auth_type,
+                _C.c.secret_encrypted, _C.c.passphrase_encrypted, _C.c.version)
+         .select_from(_b.join(_E, _E.c.id == _b.c.execution_id).join(_T, _T.c.id == _b.c.target_id)
                       .outerjoin(_C, _C.c.id == _T.c.credential_id))
-         .where(_B.c.id == bindparam("b_id")))
+         .where(_b.c.id == bindparam("b_id")))
+# PostgreSQL claims and loads in one statement (UPDATE … FROM … RETURNING); SQLite's RETURNING
+# cannot name the FROM tables, so there it is _CLAIM, then _LOAD.
+_loaded = _LOAD.subquery("loaded")
+_CLAIM_AND_LOAD = (_CLAIM.where(_B.c.id == _loaded.c.branch_id).returning(*_loaded.c))
 _STARTED_AT = select(_B.c.started_at).where(_B.c.id == bindparam("b_id"))
 _FINISH = (update(_B).where(_B.c.id == bindparam("b_id"), _B.c.status.in_(_ACTIVE))
            .values(status=bindparam("new_status"), exit_code=bindparam("new_exit_code"),
@@ -151,15 +155,25 @@ _ANY_ACTIVE = select(_B.c.id).where(_B.c.execution_id == bindparam("e_id"), _B.c
 _INSERT_STEP = insert(_S)
 
 
+def _dialect(executor: Executor) -> str:
+    return executor.dialect.name if isinstance(executor, Connection) else executor.get_bind().dialect.name
+
+
 def claim_branch(session: Executor, branch_id: int, worker: str) -> tuple[ClaimedBranch | None, list[Event]]:
     """queued → running, only once: a redelivered or duplicate task finds nothing to claim.
 
     A cancel ends queued branches in the same transaction that records it, so a branch claimed
     here was not cancelled yet; a later cancel reaches it through the heartbeat."""
     now = utcnow()
-    if session.execute(_CLAIM, {"b_id": branch_id, "now": now, "worker_name": worker}).first() is None:
+    params = {"b_id": branch_id, "now": now, "worker_name": worker}
+    if _dialect(session) == "postgresql":
+        row = session.execute(_CLAIM_AND_LOAD, params).first()
+    elif session.execute(_CLAIM, params).rowcount:
+        row = session.execute(_LOAD, params).one()
+    else:
+        row = None
+    if row is None:
         return None, []
-    row = session.execute(_LOAD, {"b_id": branch_id}).one()
     work = ClaimedBranch(
         branch_id=branch_id, branch_serial=row.branch_serial, execution_serial=row.execution_serial,
         target_id=row.target_id, target_serial=row.target_serial, connection=row.connection,

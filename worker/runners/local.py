@@ -179,7 +179,7 @@ class LocalSession:
                 stderr=subprocess.PIPE,
                 start_new_session=True,  # own process group: killable as a whole
                 close_fds=True,
-                env=dict(self._runner.env) if self._runner.env is not None else None,
+                env=self._runner.env,
                 cwd=self._runner.cwd,
             )
         except OSError as exc:
@@ -255,7 +255,8 @@ class LocalRunner:
         self.output_cap = output_cap
         self.kill_grace = kill_grace
         self.shell = shell
-        self.env = env
+        # encoded once: subprocess would encode every variable on every spawn
+        self.env = None if env is None else {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
         self.cwd = cwd
 
     def open(self, spec: ConnectionSpec | None = None) -> LocalSession:
