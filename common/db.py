@@ -1,14 +1,23 @@
 """Engine and session factory. The caller owns the session: services never commit on their own."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-def make_engine(database_url: str, **kwargs) -> Engine:
+
+def make_engine(database_url: str, *, ping_idle_after: float | None = None, **kwargs) -> Engine:
+    """``ping_idle_after``: instead of pinging on every checkout (pool_pre_ping), ping only a
+    connection that sat idle that many seconds; see _ping_when_idle."""
     if database_url.startswith("sqlite"):
         engine = create_engine(database_url, connect_args={"check_same_thread": False, "timeout": 30},
                                **kwargs)
@@ -16,8 +25,45 @@ def make_engine(database_url: str, **kwargs) -> Engine:
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(database_url, **kwargs)
+    kwargs.setdefault("pool_pre_ping", ping_idle_after is None)
+    engine = create_engine(database_url, **kwargs)
+    if ping_idle_after is not None:
+        _ping_when_idle(engine, ping_idle_after)
+    return engine
+
+
+def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    """pool_pre_ping costs a round trip per checkout: on the worker's hot path, two or three per
+    branch. A connection used a moment ago is as alive as a ping could show; ping only those idle
+    longer (a restarted server is found there, and the pool swaps the connection for a new one).
+    A server lost within the window fails one statement; SQLAlchemy then invalidates the whole
+    pool, and callers on the hot path retry once (retry_on_disconnect)."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(dbapi_conn, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn, record, proxy):
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            raise DisconnectionError("idle connection failed its ping") from exc
+
+
+def retry_on_disconnect(work: Callable[[], T]) -> T:
+    """Run ``work``; if it failed because its connection was dead (the pool has been renewed
+    since), run it once more. Only for work that is safe to repeat, like a conditional update."""
+    try:
+        return work()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        log.warning("database connection lost; retrying once on a new one")
+        return work()
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -19,6 +19,7 @@ from worker.runners.ssh import SSHPool, SSHRunner
 log = logging.getLogger(__name__)
 
 
+PING_IDLE_AFTER = 5.0  # seconds; see common.db._ping_when_idle
 _SECRET_ENV = ("SECRET", "PASSWORD", "TOKEN", "DATABASE_URL", "REDIS_URL", "_KEY")
 
 
@@ -32,7 +33,7 @@ class WorkerRuntime:
         self.settings = settings
         # a connection per busy thread, or branches queue for connections while holding none of the work
         self.db = db or Database(settings.database_url, pool_size=min(settings.worker_concurrency, 50),
-                                 max_overflow=10)
+                                 max_overflow=10, ping_idle_after=PING_IDLE_AFTER)
         self.box = SecretBox(settings.secret_key)
         self.events = events if events is not None else make_event_bus(settings)
         self.name = f"{socket.gethostname()}:{os.getpid()}"

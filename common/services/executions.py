@@ -153,6 +153,8 @@ _FINISH = (update(_B).where(_B.c.id == bindparam("b_id"), _B.c.status.in_(_ACTIV
            .returning(_B.c.execution_id, _B.c.branch_serial, _B.c.target_serial_ref))
 _ANY_ACTIVE = select(_B.c.id).where(_B.c.execution_id == bindparam("e_id"), _B.c.status.in_(_ACTIVE)).limit(1)
 _INSERT_STEP = insert(_S)
+_PIN_HOST_KEY = (update(_T).where(_T.c.id == bindparam("t_id"), _T.c.host_key.is_(None))
+                 .values(host_key=bindparam("new_host_key"), host_key_fingerprint=bindparam("new_fingerprint")))
 
 
 def _dialect(executor: Executor) -> str:
@@ -194,8 +196,7 @@ def record_step(session: Executor, branch_id: int, step: dict[str, Any]) -> None
 
 def pin_host_key(session: Executor, target_id: int, host_key: str, fingerprint: str) -> None:
     """Trust on first use: only the first key seen is recorded."""
-    session.execute(update(Target).where(Target.id == target_id, Target.host_key.is_(None))
-                    .values(host_key=host_key, host_key_fingerprint=fingerprint))
+    session.execute(_PIN_HOST_KEY, {"t_id": target_id, "new_host_key": host_key, "new_fingerprint": fingerprint})
 
 
 def heartbeat(session: Session, branch_ids: list[int]) -> set[int]:
@@ -273,10 +274,26 @@ def finish_and_close(db: Database, branch_id: int, status: BranchStatus, **outco
     with db.connection() as conn:
         events, execution_id = finish_branch(conn, branch_id, status, **outcome)
         conn.commit()
-        if execution_id is not None:
+        if execution_id is not None and _none_active(conn, execution_id):
             events += close_if_done(conn, execution_id)
             conn.commit()
     return events
+
+
+def _none_active(conn: Connection, execution_id: int) -> bool:
+    """The check almost every finisher stops at. On PostgreSQL it runs outside a transaction (one
+    round trip, not three); close_if_done makes it again inside the transaction that closes.
+    SQLite keeps its transaction: switching a pysqlite connection's isolation back re-enables the
+    driver's implicit transactions that common.db turned off."""
+    autocommit = conn.dialect.name == "postgresql"
+    if autocommit:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        return conn.execute(_ANY_ACTIVE, {"e_id": execution_id}).first() is None
+    finally:
+        conn.commit()
+        if autocommit:
+            conn.execution_options(isolation_level=conn.default_isolation_level)
 
 
 # ---- cancel --------------------------------------------------------------------------------------

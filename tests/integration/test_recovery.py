@@ -14,7 +14,8 @@ import pytest
 from api.dispatch import Dispatcher
 from common.db import Database
 from common.models import Job
-from common.services.executions import claim_branch, close_if_done, finish_branch, start_execution
+from common.services.executions import (claim_branch, close_if_done, finish_and_close, finish_branch,
+                                        start_execution)
 from common.services.jobs import create_job, update_job
 from common.services.targets import create_target
 from common.statuses import BranchStatus, ErrorType
@@ -152,9 +153,12 @@ def race_job(engine_db) -> int:
         return job.id
 
 
+@pytest.mark.parametrize("path", ["finish_and_close", "tightest"])
 @pytest.mark.parametrize("scenario", ["all_complete", "one_fails", "two_finishers_per_branch"])
 def test_branches_finishing_at_the_same_instant_close_the_execution_exactly_once(pg_url, engine_db, race_job,
-                                                                                 scenario):
+                                                                                 scenario, path):
+    """`finish_and_close` is what workers and the sweep call; `tightest` opens every finisher's
+    transaction before the barrier, so the finishing updates themselves run at the same instant."""
     db = Database(pg_url, pool_size=2 * BRANCHES + 2, max_overflow=0)
     try:
         with db.session() as session:
@@ -177,13 +181,17 @@ def test_branches_finishing_at_the_same_instant_close_the_execution_exactly_once
 
         def finish(index: int) -> None:
             branch_id, status, code = calls[index]
+            error_type = None if status == BranchStatus.COMPLETED else ErrorType.COMMAND_FAILED
             try:
+                if path == "finish_and_close":
+                    barrier.wait(timeout=30)
+                    results[index] = finish_and_close(db, branch_id, status, exit_code=code, error_type=error_type)
+                    return
                 with db.session() as session:
                     session.connection()  # connected and in a transaction before the race starts
                     barrier.wait(timeout=30)
-                    events, execution_id = finish_branch(
-                        session, branch_id, status, exit_code=code,
-                        error_type=None if status == BranchStatus.COMPLETED else ErrorType.COMMAND_FAILED)
+                    events, execution_id = finish_branch(session, branch_id, status, exit_code=code,
+                                                         error_type=error_type)
                 if execution_id is not None:  # as finish_and_close does: check for the close after commit
                     with db.session() as session:
                         events += close_if_done(session, execution_id)
