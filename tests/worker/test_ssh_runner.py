@@ -320,6 +320,19 @@ def test_key_types(runner: SSHRunner, sshd: SshdServer, ssh_user: TestUser,
     assert result.stdout == f"{ssh_user.name}\n"
 
 
+def test_a_passphrase_key_is_parsed_once_for_many_connections(sshd: SshdServer, ssh_user: TestUser,
+                                                             client_keys: dict[str, ClientKey]) -> None:
+    key = client_keys["ed25519_passphrase"]
+    runner = SSHRunner(pool=SSHPool(max_idle_per_key=0))  # nothing pooled: every run connects anew
+    for _ in range(3):
+        assert run(runner, make_spec(sshd, ssh_user, key), "true").exit_code == 0
+    assert runner.pool.connects == 3 and len(runner.keys) == 1
+
+    wrong = make_spec(sshd, ssh_user, key, passphrase="not the passphrase")
+    assert connect_error(runner, wrong).error_type == "auth_failed"  # another digest: parsed, and refused
+    assert len(runner.keys) == 1
+
+
 @pytest.mark.parametrize(
     "key_name,expected",
     [("ed25519", "ssh-ed25519"), ("rsa", "ssh-rsa"), ("ecdsa", "ecdsa-sha2-nistp256"),
