@@ -115,6 +115,20 @@ def test_failing_action_stops_the_branch(api, engine_db, ssh_targets, default_wo
     assert execution_row(engine_db, body["execution_serial"]).completed_at is not None
 
 
+def test_nul_bytes_in_output_are_stored_as_replacement_characters(api, engine_db, ssh_targets, default_worker):
+    """PostgreSQL text cannot hold NUL: output with one must still be recorded, not lose the branch."""
+    body = api.run([command("nul", r"printf 'a\000b'; printf 'c\000' >&2"), command("last", r"printf 'x\000y'")],
+                   _ids(ssh_targets[:1]))
+
+    execution = wait_execution_done(engine_db, body["execution_serial"], logs=default_worker.log_tail)
+
+    assert execution.status == "completed", describe_execution(engine_db, body["execution_serial"])
+    [branch] = branch_rows(engine_db, body["execution_serial"])
+    assert (branch.result_output, branch.result_error) == ("a\ufffdbx\ufffdy", "c\ufffd")
+    steps = step_rows(engine_db, branch.id)
+    assert [(s.stdout, s.stderr) for s in steps] == [("a\ufffdb", "c\ufffd"), ("x\ufffdy", "")]
+
+
 def test_continue_on_error_runs_the_next_action(api, engine_db, ssh_targets, default_worker):
     body = api.run([command("fails", "exit 5", continue_on_error=True), command("after", "echo after")],
                    _ids(ssh_targets[:1]))

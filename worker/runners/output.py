@@ -15,6 +15,10 @@ DEFAULT_OUTPUT_CAP = 1024 * 1024  # bytes per stream
 TRUNCATION_MARKER = "\n[... {n} bytes truncated by OpsConductor ...]\n"
 
 
+def _decode(data: bytes | bytearray) -> str:
+    return data.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
 def _utf8_head_boundary(data: bytes | bytearray) -> int:
     """Length of ``data`` without a trailing, incomplete UTF-8 sequence.
 
@@ -96,13 +100,10 @@ class OutputCollector:
         return head, tail
 
     def text(self) -> str:
-        """Decoded output; invalid UTF-8 becomes U+FFFD instead of failing the action."""
+        """Decoded output; invalid UTF-8 and NUL (which PostgreSQL text cannot hold) become U+FFFD
+        instead of failing the action."""
         if not self.truncated:
-            return (bytes(self._head) + bytes(self._tail)).decode("utf-8", errors="replace")
+            return _decode(bytes(self._head) + bytes(self._tail))
         head, tail = self._cut()
         dropped = self.total_bytes - len(head) - len(tail)
-        return (
-            head.decode("utf-8", errors="replace")
-            + TRUNCATION_MARKER.format(n=dropped)
-            + tail.decode("utf-8", errors="replace")
-        )
+        return _decode(head) + TRUNCATION_MARKER.format(n=dropped) + _decode(tail)
