@@ -47,10 +47,10 @@ def run_branch(rt: WorkerRuntime, branch_id: int) -> str | None:
     finally:
         rt.heartbeats.unregister(branch_id)
     cap = rt.settings.output_cap_bytes
-    rt.publish(retry_on_disconnect(lambda: svc.finish_and_close(
-        rt.db, branch_id, outcome.status, exit_code=outcome.exit_code, error_type=outcome.error_type,
+    rt.publish(rt.finisher.finish(
+        branch_id, outcome.status, exit_code=outcome.exit_code, error_type=outcome.error_type,
         result_output=_joined(outcome.stdout, cap), result_error=_joined(outcome.stderr, cap),
-        last_step=outcome.last_step, started_at=work.started_at)))
+        last_step=outcome.last_step, started_at=work.started_at))
     log.info("branch finished %s status=%s exit_code=%s", context, outcome.status, outcome.exit_code)
     return outcome.status
 

@@ -203,8 +203,11 @@ def heartbeat(session: Session, branch_ids: list[int]) -> set[int]:
     """Mark these running branches alive; return those whose execution was asked to cancel."""
     if not branch_ids:
         return set()
-    session.execute(update(Branch).where(Branch.id.in_(branch_ids), Branch.status == BranchStatus.RUNNING)
-                    .values(heartbeat_at=utcnow()))
+    # rows being finished right now are skipped, never waited for (a finishing batch holds several)
+    alive = (select(Branch.id).where(Branch.id.in_(branch_ids), Branch.status == BranchStatus.RUNNING)
+             .order_by(Branch.id).with_for_update(skip_locked=True))
+    session.execute(update(Branch).where(Branch.id.in_(alive)).values(heartbeat_at=utcnow())
+                    .execution_options(synchronize_session=False))
     rows = session.execute(select(Branch.id).join(Execution, Execution.id == Branch.execution_id)
                            .where(Branch.id.in_(branch_ids), Execution.cancel_requested_at.is_not(None)))
     return {r[0] for r in rows}
@@ -274,13 +277,13 @@ def finish_and_close(db: Database, branch_id: int, status: BranchStatus, **outco
     with db.connection() as conn:
         events, execution_id = finish_branch(conn, branch_id, status, **outcome)
         conn.commit()
-        if execution_id is not None and _none_active(conn, execution_id):
+        if execution_id is not None and none_active(conn, execution_id):
             events += close_if_done(conn, execution_id)
             conn.commit()
     return events
 
 
-def _none_active(conn: Connection, execution_id: int) -> bool:
+def none_active(conn: Connection, execution_id: int) -> bool:
     """The check almost every finisher stops at. On PostgreSQL it runs outside a transaction (one
     round trip, not three); close_if_done makes it again inside the transaction that closes.
     SQLite keeps its transaction: switching a pysqlite connection's isolation back re-enables the

@@ -1,0 +1,90 @@
+"""Group commit of finishes against the real PostgreSQL: many threads finishing at once share
+transactions, every branch is finished once, the execution closes once, and a row that cannot be
+written fails alone."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from common.db import Database
+from common.models import Job
+from common.services.executions import claim_branch, start_execution
+from common.services.jobs import create_job
+from common.services.targets import create_target
+from common.statuses import BranchStatus
+from tests.integration.engine_helpers import branch_rows, execution_row, unique
+from worker.finisher import Finisher
+
+BRANCHES = 24
+
+
+@pytest.fixture
+def claimed(pg_url):
+    """(database, execution serial, ids of BRANCHES claimed branches), nothing dispatched."""
+    db = Database(pg_url, pool_size=BRANCHES + 4, max_overflow=0)
+    with db.session() as session:
+        targets = [create_target(session, {"name": unique("fin"), "connection": "local"}, user_id=None,
+                                 role="admin") for _ in range(BRANCHES)]
+        job = create_job(session, {"name": unique("fin"), "target_ids": [t.id for t in targets],
+                                   "actions": [{"action_type": "command", "action_name": "noop",
+                                                "action_parameters": {"command": "true"}}]}, user_id=None)
+        execution = start_execution(session, session.get(Job, job.id))
+        serial, ids = execution.execution_serial, [b.id for b in execution.branches]
+    for branch_id in ids:
+        with db.session() as session:
+            assert claim_branch(session, branch_id, "finisher-test")[0] is not None
+    yield db, serial, ids
+    db.dispose()
+
+
+def _finish_all_at_once(finisher: Finisher, calls: list[tuple[int, BranchStatus]]) -> list:
+    barrier = threading.Barrier(len(calls))
+    results: list = [None] * len(calls)
+
+    def finish(index: int) -> None:
+        branch_id, status = calls[index]
+        barrier.wait(timeout=30)
+        try:
+            results[index] = finisher.finish(branch_id, status, exit_code=0)
+        except Exception as exc:  # reported by the caller
+            results[index] = exc
+
+    threads = [threading.Thread(target=finish, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a finisher thread never returned"
+    return results
+
+
+def test_concurrent_finishes_share_transactions_and_close_the_execution_once(claimed):
+    db, serial, ids = claimed
+    finisher = Finisher(db)
+    # each branch twice, as when the lost-worker sweep races the worker: the second finds nothing
+    results = _finish_all_at_once(finisher, [(i, BranchStatus.COMPLETED) for i in ids] * 2)
+
+    assert not [r for r in results if isinstance(r, Exception)]
+    events = [event for r in results for event in r]
+    finished = sorted(data["branch_serial"] for kind, data in events if kind == "branch_completed")
+    assert finished == sorted(b.branch_serial for b in branch_rows(db, serial))  # each exactly once
+    assert [kind for kind, _ in events].count("execution_completed") == 1
+    assert execution_row(db, serial).status == "completed"
+    assert finisher.finished == 2 * BRANCHES
+    assert finisher.batches < 2 * BRANCHES  # finishes were grouped
+
+
+def test_a_row_that_cannot_be_written_fails_alone(claimed):
+    db, serial, ids = claimed
+    finisher = Finisher(db)
+    poison = ids[5]
+    calls = [(i, "x" * 500 if i == poison else BranchStatus.COMPLETED) for i in ids]  # longer than the column
+
+    results = _finish_all_at_once(finisher, calls)
+
+    failures = {ids[i] for i, r in enumerate(results) if isinstance(r, Exception)}
+    assert failures == {poison}
+    statuses = {b.id: b.status for b in branch_rows(db, serial)}
+    assert statuses.pop(poison) == "running"  # left for the lost-worker sweep, as any failed finish
+    assert set(statuses.values()) == {"completed"}
