@@ -6,7 +6,6 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from common.db import retry_on_disconnect
 from common.services import executions as svc
 from common.hostkeys import fingerprint
 from common.statuses import BranchStatus, ErrorType
@@ -31,7 +30,7 @@ class Outcome:
 
 def run_branch(rt: WorkerRuntime, branch_id: int) -> str | None:
     """Entry point of the branch task. Returns the final status, or None when there was nothing to run."""
-    work, events = retry_on_disconnect(lambda: _claim(rt, branch_id))
+    work, events = rt.claimer.claim(branch_id)
     rt.publish(events)
     if work is None:
         log.info("branch not claimable (already started, finished or cancelled) branch_id=%s", branch_id)
@@ -53,13 +52,6 @@ def run_branch(rt: WorkerRuntime, branch_id: int) -> str | None:
         last_step=outcome.last_step, started_at=work.started_at))
     log.info("branch finished %s status=%s exit_code=%s", context, outcome.status, outcome.exit_code)
     return outcome.status
-
-
-def _claim(rt: WorkerRuntime, branch_id: int) -> tuple[svc.ClaimedBranch | None, list[svc.Event]]:
-    with rt.db.connection() as conn:
-        claimed = svc.claim_branch(conn, branch_id, rt.name)
-        conn.commit()
-    return claimed
 
 
 def _joined(parts: list[str], cap: int) -> str | None:

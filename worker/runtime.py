@@ -12,7 +12,7 @@ from common.crypto import SecretBox
 from common.db import Database
 from common.events import make_event_bus, publish_events
 from common.services.executions import Event
-from worker.finisher import Finisher
+from worker.group_commit import Claimer, Finisher
 from worker.heartbeat import HeartbeatMonitor
 from worker.runners.local import LocalRunner
 from worker.runners.ssh import SSHPool, SSHRunner
@@ -42,6 +42,7 @@ class WorkerRuntime:
         self.ssh = SSHRunner(pool=self.pool, output_cap=settings.output_cap_bytes)
         self.local = LocalRunner(output_cap=settings.output_cap_bytes, env=_command_env())
         self.heartbeats = HeartbeatMonitor(self.db, settings.heartbeat_seconds)
+        self.claimer = Claimer(self.db, self.name)
         self.finisher = Finisher(self.db)
 
     def publish(self, events: list[Event]) -> None:

@@ -129,9 +129,10 @@ _B, _E, _T, _C = Branch.__table__, Execution.__table__, Target.__table__, Creden
 _S = BranchStep.__table__
 _ACTIVE = [str(s) for s in BRANCH_ACTIVE]
 
-_CLAIM = (update(_B).where(_B.c.id == bindparam("b_id"), _B.c.status == str(BranchStatus.QUEUED))
+_CLAIM = (update(_B).where(_B.c.id.in_(bindparam("b_ids", expanding=True)), _B.c.status == str(BranchStatus.QUEUED))
           .values(status=str(BranchStatus.RUNNING), started_at=bindparam("now"), heartbeat_at=bindparam("now"),
-                  worker=bindparam("worker_name")))
+                  worker=bindparam("worker_name"))
+          .returning(_B.c.id))
 _b = _B.alias("b")
 _LOAD = (select(_b.c.id.label("branch_id"), _b.c.branch_serial, _b.c.target_serial_ref, _E.c.execution_serial,
                 _E.c.actions, _T.c.id.label("target_id"), _T.c.target_serial, _T.c.connection, _T.c.ip_address,
@@ -139,11 +140,14 @@ _LOAD = (select(_b.c.id.label("branch_id"), _b.c.branch_serial, _b.c.target_seri
                 _C.c.secret_encrypted, _C.c.passphrase_encrypted, _C.c.version)
          .select_from(_b.join(_E, _E.c.id == _b.c.execution_id).join(_T, _T.c.id == _b.c.target_id)
                       .outerjoin(_C, _C.c.id == _T.c.credential_id))
-         .where(_b.c.id == bindparam("b_id")))
+         .where(_b.c.id.in_(bindparam("b_ids", expanding=True))))
 # PostgreSQL claims and loads in one statement (UPDATE … FROM … RETURNING); SQLite's RETURNING
-# cannot name the FROM tables, so there it is _CLAIM, then _LOAD.
+# cannot name the FROM tables, so there it is _CLAIM, then _LOAD of what was claimed.
 _loaded = _LOAD.subquery("loaded")
-_CLAIM_AND_LOAD = (_CLAIM.where(_B.c.id == _loaded.c.branch_id).returning(*_loaded.c))
+_CLAIM_AND_LOAD = (update(_B).where(_B.c.id == _loaded.c.branch_id, _B.c.status == str(BranchStatus.QUEUED))
+                   .values(status=str(BranchStatus.RUNNING), started_at=bindparam("now"),
+                           heartbeat_at=bindparam("now"), worker=bindparam("worker_name"))
+                   .returning(*_loaded.c))
 _STARTED_AT = select(_B.c.started_at).where(_B.c.id == bindparam("b_id"))
 _FINISH = (update(_B).where(_B.c.id == bindparam("b_id"), _B.c.status.in_(_ACTIVE))
            .values(status=bindparam("new_status"), exit_code=bindparam("new_exit_code"),
@@ -166,18 +170,26 @@ def claim_branch(session: Executor, branch_id: int, worker: str) -> tuple[Claime
 
     A cancel ends queued branches in the same transaction that records it, so a branch claimed
     here was not cancelled yet; a later cancel reaches it through the heartbeat."""
+    return claim_branches(session, [branch_id], worker).get(branch_id, (None, []))
+
+
+def claim_branches(session: Executor, branch_ids: list[int], worker: str
+                   ) -> dict[int, tuple[ClaimedBranch, list[Event]]]:
+    """claim_branch for many at once (a worker's group commit): the branches that were still
+    queued, each with its work and its branch_started event; the others are absent."""
     now = utcnow()
-    params = {"b_id": branch_id, "now": now, "worker_name": worker}
+    params = {"b_ids": sorted(set(branch_ids)), "now": now, "worker_name": worker}
     if _dialect(session) == "postgresql":
-        row = session.execute(_CLAIM_AND_LOAD, params).first()
-    elif session.execute(_CLAIM, params).rowcount:
-        row = session.execute(_LOAD, params).one()
+        rows = session.execute(_CLAIM_AND_LOAD, params).all()
     else:
-        row = None
-    if row is None:
-        return None, []
+        claimed = [r.id for r in session.execute(_CLAIM, params)]
+        rows = session.execute(_LOAD, {"b_ids": claimed}).all() if claimed else []
+    return {row.branch_id: _claimed(row, now) for row in rows}
+
+
+def _claimed(row: Any, now: datetime) -> tuple[ClaimedBranch, list[Event]]:
     work = ClaimedBranch(
-        branch_id=branch_id, branch_serial=row.branch_serial, execution_serial=row.execution_serial,
+        branch_id=row.branch_id, branch_serial=row.branch_serial, execution_serial=row.execution_serial,
         target_id=row.target_id, target_serial=row.target_serial, connection=row.connection,
         host=row.ip_address or row.hostname or "", port=row.port, host_key=row.host_key,
         credential=None if row.cred_id is None else {

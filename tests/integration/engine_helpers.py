@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from common.db import Database
 from common.events import RedisEventBus
-from common.models import Branch, BranchStep, Execution, Job
+from common.models import Branch, BranchStep, Execution, Job, utcnow
 from tests.conftest import FERNET_SECRET, JWT_SECRET
 from tests.sshd import wait_until
 
@@ -326,3 +326,15 @@ class EventRecorder:
     def close(self) -> None:
         self.subscription.close()
         self.bus.close()
+
+
+def end_execution(db: Database, execution_serial: str) -> None:
+    """Teardown for tests that claim branches by hand: end what they left active, so the shared
+    worker's sweep never takes them for branches of a lost worker."""
+    with db.session() as session:
+        execution_id = session.scalar(select(Execution.id).where(Execution.execution_serial == execution_serial))
+        session.execute(update(Branch).where(Branch.execution_id == execution_id,
+                                             Branch.status.in_(["queued", "running"]))
+                        .values(status="failed", error_type="cancelled", completed_at=utcnow()))
+        session.execute(update(Execution).where(Execution.id == execution_id, Execution.status == "running")
+                        .values(status="failed", completed_at=utcnow()))

@@ -3,6 +3,8 @@ connection as the worker does and in an ORM session as other callers do: everyth
 needs comes back, and a branch is claimed once."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from sqlalchemy import select
 
@@ -13,6 +15,7 @@ from common.services.executions import claim_branch, start_execution
 from common.services.jobs import create_job
 from common.services.targets import create_target
 from tests.conftest import FERNET_SECRET
+from tests.integration.engine_helpers import end_execution
 
 ACTIONS = [{"action_type": "command", "action_name": "first", "action_parameters": {"command": "true"},
             "timeout_seconds": 7, "continue_on_error": True},
@@ -21,7 +24,7 @@ ACTIONS = [{"action_type": "command", "action_name": "first", "action_parameters
 
 
 @pytest.fixture
-def branch_ids(db) -> list[int]:
+def branch_ids(db) -> Iterator[list[int]]:
     """An execution with a branch on an SSH target with a credential and one on a local target."""
     with db.session() as session:
         cred = create_credential(session, SecretBox(FERNET_SECRET), name="claim-cred", username="deploy",
@@ -32,7 +35,9 @@ def branch_ids(db) -> list[int]:
         job = create_job(session, {"name": "claim-job", "target_ids": [ssh.id, local.id], "actions": ACTIONS},
                          user_id=None)
         execution = start_execution(session, session.get(Job, job.id))
-        return [b.id for b in execution.branches]
+        serial, ids = execution.execution_serial, [b.id for b in execution.branches]
+    yield ids
+    end_execution(db, serial)
 
 
 @pytest.mark.parametrize("how", ["connection", "session"])

@@ -1,6 +1,6 @@
-"""Group commit of finishes against the real PostgreSQL: many threads finishing at once share
-transactions, every branch is finished once, the execution closes once, and a row that cannot be
-written fails alone."""
+"""Group commit of claims and finishes against the real PostgreSQL: many threads at once share
+transactions, every branch is claimed once and finished once, the execution closes once, and a
+row that cannot be written fails alone."""
 from __future__ import annotations
 
 import threading
@@ -13,15 +13,15 @@ from common.services.executions import claim_branch, start_execution
 from common.services.jobs import create_job
 from common.services.targets import create_target
 from common.statuses import BranchStatus
-from tests.integration.engine_helpers import branch_rows, execution_row, unique
-from worker.finisher import Finisher
+from tests.integration.engine_helpers import branch_rows, end_execution, execution_row, unique
+from worker.group_commit import Claimer, Finisher
 
 BRANCHES = 24
 
 
 @pytest.fixture
-def claimed(pg_url):
-    """(database, execution serial, ids of BRANCHES claimed branches), nothing dispatched."""
+def queued(pg_url):
+    """(database, execution serial, ids of BRANCHES queued branches), nothing dispatched."""
     db = Database(pg_url, pool_size=BRANCHES + 4, max_overflow=0)
     with db.session() as session:
         targets = [create_target(session, {"name": unique("fin"), "connection": "local"}, user_id=None,
@@ -31,26 +31,33 @@ def claimed(pg_url):
                                                 "action_parameters": {"command": "true"}}]}, user_id=None)
         execution = start_execution(session, session.get(Job, job.id))
         serial, ids = execution.execution_serial, [b.id for b in execution.branches]
-    for branch_id in ids:
-        with db.session() as session:
-            assert claim_branch(session, branch_id, "finisher-test")[0] is not None
     yield db, serial, ids
+    end_execution(db, serial)
     db.dispose()
 
 
-def _finish_all_at_once(finisher: Finisher, calls: list[tuple[int, BranchStatus]]) -> list:
-    barrier = threading.Barrier(len(calls))
-    results: list = [None] * len(calls)
+@pytest.fixture
+def claimed(queued):
+    db, serial, ids = queued
+    for branch_id in ids:
+        with db.session() as session:
+            assert claim_branch(session, branch_id, "finisher-test")[0] is not None
+    return queued
 
-    def finish(index: int) -> None:
-        branch_id, status = calls[index]
+
+def _all_at_once(call, args: list[tuple]) -> list:
+    """call(*a) for every a, from as many threads released together; results (or exceptions) in order."""
+    barrier = threading.Barrier(len(args))
+    results: list = [None] * len(args)
+
+    def one(index: int) -> None:
         barrier.wait(timeout=30)
         try:
-            results[index] = finisher.finish(branch_id, status, exit_code=0)
+            results[index] = call(*args[index])
         except Exception as exc:  # reported by the caller
             results[index] = exc
 
-    threads = [threading.Thread(target=finish, args=(i,)) for i in range(len(calls))]
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(args))]
     for t in threads:
         t.start()
     for t in threads:
@@ -63,7 +70,7 @@ def test_concurrent_finishes_share_transactions_and_close_the_execution_once(cla
     db, serial, ids = claimed
     finisher = Finisher(db)
     # each branch twice, as when the lost-worker sweep races the worker: the second finds nothing
-    results = _finish_all_at_once(finisher, [(i, BranchStatus.COMPLETED) for i in ids] * 2)
+    results = _all_at_once(finisher.finish, [(i, BranchStatus.COMPLETED) for i in ids] * 2)
 
     assert not [r for r in results if isinstance(r, Exception)]
     events = [event for r in results for event in r]
@@ -71,7 +78,7 @@ def test_concurrent_finishes_share_transactions_and_close_the_execution_once(cla
     assert finished == sorted(b.branch_serial for b in branch_rows(db, serial))  # each exactly once
     assert [kind for kind, _ in events].count("execution_completed") == 1
     assert execution_row(db, serial).status == "completed"
-    assert finisher.finished == 2 * BRANCHES
+    assert finisher.requests == 2 * BRANCHES
     assert finisher.batches < 2 * BRANCHES  # finishes were grouped
 
 
@@ -81,10 +88,25 @@ def test_a_row_that_cannot_be_written_fails_alone(claimed):
     poison = ids[5]
     calls = [(i, "x" * 500 if i == poison else BranchStatus.COMPLETED) for i in ids]  # longer than the column
 
-    results = _finish_all_at_once(finisher, calls)
+    results = _all_at_once(finisher.finish, calls)
 
     failures = {ids[i] for i, r in enumerate(results) if isinstance(r, Exception)}
     assert failures == {poison}
     statuses = {b.id: b.status for b in branch_rows(db, serial)}
     assert statuses.pop(poison) == "running"  # left for the lost-worker sweep, as any failed finish
     assert set(statuses.values()) == {"completed"}
+
+
+def test_concurrent_claims_share_transactions_and_claim_each_branch_once(queued):
+    db, serial, ids = queued
+    claimer = Claimer(db, "claimer-test")
+    # every task delivered twice at the same moment: only one of each pair may run its branch
+    results = _all_at_once(claimer.claim, [(i,) for i in ids] * 2)
+
+    assert not [r for r in results if isinstance(r, Exception)]
+    works = [work for work, _ in results if work is not None]
+    assert sorted(w.branch_id for w in works) == sorted(ids)
+    started = [event for _, events in results for event in events]
+    assert len(started) == BRANCHES and {kind for kind, _ in started} == {"branch_started"}
+    assert {b.status for b in branch_rows(db, serial)} == {"running"}
+    assert claimer.requests == 2 * BRANCHES and claimer.batches < 2 * BRANCHES

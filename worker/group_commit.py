@@ -1,0 +1,161 @@
+"""Group commit for the branch lifecycle's writes: claims and finishes.
+
+At full fan-out a worker claims and finishes hundreds of branches a second, each in a transaction
+of its own (checkout, BEGIN, statements, COMMIT): round trips and commits, not work. Here the
+threads that claim (or finish) at the same moment share one transaction: the first becomes the
+leader and writes everything queued, the others wait for it; whoever queued while it wrote leads
+the next batch. Nothing waits for a batch to fill, so a lone claim or finish costs what it did.
+
+Each branch still changes state through its own conditional update (claimed once, finished
+once, whatever else runs). A batch that fails is written again one branch at a time, so one bad
+row cannot take its neighbours down."""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.db import Database, retry_on_disconnect
+from common.services import executions as svc
+from common.statuses import BranchStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Request:
+    branch_id: int
+    wake: threading.Event = field(default_factory=threading.Event, init=False)
+    leads: bool = field(default=False, init=False)
+    error: BaseException | None = field(default=None, init=False)
+
+
+class GroupCommit:
+    """The leader/follower queue; subclasses say how a batch is written (_write_batch) and how
+    one request is written alone (_write_one)."""
+
+    def __init__(self, db: Database, max_batch: int = 64):
+        self._db = db
+        self._max_batch = max_batch
+        self._lock = threading.Lock()
+        self._queued: list[_Request] = []
+        self._leading = False
+        self.batches = 0  # transactions written in batches, and the requests in them (tests read these)
+        self.requests = 0
+
+    def _submit(self, request: _Request) -> None:
+        with self._lock:
+            self._queued.append(request)
+            if not self._leading:
+                self._leading = request.leads = True
+        if not request.leads:
+            request.wake.wait()  # set when written, or when handed the lead
+        if request.leads:
+            self._lead()
+        if request.error is not None:
+            raise request.error
+
+    def _lead(self) -> None:
+        with self._lock:
+            batch, self._queued = self._queued[:self._max_batch], self._queued[self._max_batch:]
+        try:
+            self._write(batch)
+        finally:
+            with self._lock:
+                successor = self._queued[0] if self._queued else None
+                if successor is None:
+                    self._leading = False
+                else:
+                    successor.leads = True
+            for request in batch:
+                request.leads = False
+                request.wake.set()
+            if successor is not None:
+                successor.wake.set()
+
+    def _write(self, batch: list[_Request]) -> None:
+        try:
+            self._write_batch(batch)
+        except Exception:
+            log.warning("batch of %d writes failed; writing them one by one", len(batch), exc_info=True)
+            for request in batch:
+                try:
+                    retry_on_disconnect(lambda: self._write_one(request))
+                except Exception as exc:
+                    request.error = exc
+            return
+        self.batches += 1
+        self.requests += len(batch)
+
+    def _write_batch(self, batch: list[Any]) -> None:
+        raise NotImplementedError
+
+    def _write_one(self, request: Any) -> None:
+        raise NotImplementedError
+
+
+@dataclass(eq=False)
+class _Claim(_Request):
+    result: tuple[svc.ClaimedBranch | None, list[svc.Event]] = field(default=(None, []), init=False)
+
+
+class Claimer(GroupCommit):
+    def __init__(self, db: Database, worker: str, **kwargs: Any):
+        super().__init__(db, **kwargs)
+        self._worker = worker
+
+    def claim(self, branch_id: int) -> tuple[svc.ClaimedBranch | None, list[svc.Event]]:
+        """svc.claim_branch, shared with whoever claims at the same time."""
+        request = _Claim(branch_id)
+        self._submit(request)
+        return request.result
+
+    def _write_batch(self, batch: list[_Claim]) -> None:
+        with self._db.connection() as conn:
+            claimed = svc.claim_branches(conn, [r.branch_id for r in batch], self._worker)
+            conn.commit()
+        for request in batch:  # a branch queued twice in one batch (duplicate delivery) is claimed once
+            request.result = claimed.pop(request.branch_id, (None, []))
+
+    def _write_one(self, request: _Claim) -> None:
+        with self._db.connection() as conn:
+            request.result = svc.claim_branch(conn, request.branch_id, self._worker)
+            conn.commit()
+
+
+@dataclass(eq=False)
+class _Finish(_Request):
+    status: BranchStatus = BranchStatus.COMPLETED
+    outcome: dict[str, Any] = field(default_factory=dict)
+    events: list[svc.Event] = field(default_factory=list, init=False)
+
+
+class Finisher(GroupCommit):
+    def finish(self, branch_id: int, status: BranchStatus, **outcome: Any) -> list[svc.Event]:
+        """svc.finish_and_close, shared with whoever finishes at the same time. Returns this
+        branch's events (and execution_completed if its execution closed)."""
+        request = _Finish(branch_id, status=status, outcome=outcome)
+        self._submit(request)
+        return request.events
+
+    def _write_batch(self, batch: list[_Finish]) -> None:
+        closing: dict[int, _Finish] = {}  # each touched execution, and the request its closing event goes to
+        with self._db.connection() as conn:
+            for request in sorted(batch, key=lambda r: r.branch_id):  # two batches never wait on each other in a cycle
+                request.events, execution_id = svc.finish_branch(conn, request.branch_id, request.status,
+                                                                 **request.outcome)
+                if execution_id is not None:
+                    closing[execution_id] = request
+            conn.commit()
+            for execution_id, request in closing.items():
+                try:
+                    if svc.none_active(conn, execution_id):
+                        request.events += svc.close_if_done(conn, execution_id)
+                        conn.commit()
+                except Exception:  # finished and committed; the sweep closes what this could not
+                    log.warning("close check failed execution_id=%s", execution_id, exc_info=True)
+                    break
+
+    def _write_one(self, request: _Finish) -> None:
+        request.events = svc.finish_and_close(self._db, request.branch_id, request.status, **request.outcome)
