@@ -82,9 +82,7 @@ def _open(rt: WorkerRuntime, work: svc.ClaimedBranch) -> Session:
         return rt.local.open(ConnectionSpec(host="localhost"))
     session = rt.ssh.open(_spec(rt, work))
     if work.host_key is None and session.host_key:
-        with rt.db.connection() as conn:
-            svc.pin_host_key(conn, work.target_id, session.host_key, fingerprint(session.host_key))
-            conn.commit()
+        rt.pinner.pin(work.target_id, session.host_key, fingerprint(session.host_key))
     return session
 
 

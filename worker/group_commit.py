@@ -1,4 +1,4 @@
-"""Group commit for the branch lifecycle's writes: claims and finishes.
+"""Group commit for the branch lifecycle's writes: claims, host-key pins and finishes.
 
 At full fan-out a worker claims and finishes hundreds of branches a second, each in a transaction
 of its own (checkout, BEGIN, statements, COMMIT): round trips and commits, not work. Here the
@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 @dataclass(eq=False)
 class _Request:
-    branch_id: int
     wake: threading.Event = field(default_factory=threading.Event, init=False)
     leads: bool = field(default=False, init=False)
     error: BaseException | None = field(default=None, init=False)
@@ -97,7 +96,9 @@ class GroupCommit:
 
 @dataclass(eq=False)
 class _Claim(_Request):
-    result: tuple[svc.ClaimedBranch | None, list[svc.Event]] = field(default=(None, []), init=False)
+    branch_id: int
+    result: tuple[svc.ClaimedBranch | None, list[svc.Event]] = field(default_factory=lambda: (None, []),
+                                                                       init=False)
 
 
 class Claimer(GroupCommit):
@@ -126,8 +127,9 @@ class Claimer(GroupCommit):
 
 @dataclass(eq=False)
 class _Finish(_Request):
-    status: BranchStatus = BranchStatus.COMPLETED
-    outcome: dict[str, Any] = field(default_factory=dict)
+    branch_id: int
+    status: BranchStatus
+    outcome: dict[str, Any]
     events: list[svc.Event] = field(default_factory=list, init=False)
 
 
@@ -135,7 +137,7 @@ class Finisher(GroupCommit):
     def finish(self, branch_id: int, status: BranchStatus, **outcome: Any) -> list[svc.Event]:
         """svc.finish_and_close, shared with whoever finishes at the same time. Returns this
         branch's events (and execution_completed if its execution closed)."""
-        request = _Finish(branch_id, status=status, outcome=outcome)
+        request = _Finish(branch_id, status, outcome)
         self._submit(request)
         return request.events
 
@@ -159,3 +161,26 @@ class Finisher(GroupCommit):
 
     def _write_one(self, request: _Finish) -> None:
         request.events = svc.finish_and_close(self._db, request.branch_id, request.status, **request.outcome)
+
+
+@dataclass(eq=False)
+class _Pin(_Request):
+    target_id: int
+    host_key: str
+    fingerprint: str
+
+
+class Pinner(GroupCommit):
+    """Trust on first use, before the first command runs; a cold fan-out pins a key per target."""
+
+    def pin(self, target_id: int, host_key: str, fingerprint: str) -> None:
+        self._submit(_Pin(target_id, host_key, fingerprint))
+
+    def _write_batch(self, batch: list[_Pin]) -> None:
+        with self._db.connection() as conn:
+            for request in sorted(batch, key=lambda r: r.target_id):
+                svc.pin_host_key(conn, request.target_id, request.host_key, request.fingerprint)
+            conn.commit()
+
+    def _write_one(self, request: _Pin) -> None:
+        self._write_batch([request])

@@ -12,7 +12,7 @@ from common.crypto import SecretBox
 from common.db import Database
 from common.events import make_event_bus, publish_events
 from common.services.executions import Event
-from worker.group_commit import Claimer, Finisher
+from worker.group_commit import Claimer, Finisher, Pinner
 from worker.heartbeat import HeartbeatMonitor
 from worker.runners.local import LocalRunner
 from worker.runners.ssh import SSHPool, SSHRunner
@@ -43,6 +43,7 @@ class WorkerRuntime:
         self.local = LocalRunner(output_cap=settings.output_cap_bytes, env=_command_env())
         self.heartbeats = HeartbeatMonitor(self.db, settings.heartbeat_seconds)
         self.claimer = Claimer(self.db, self.name)
+        self.pinner = Pinner(self.db)
         self.finisher = Finisher(self.db)
 
     def publish(self, events: list[Event]) -> None:

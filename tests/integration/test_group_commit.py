@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from sqlalchemy import select
 
 from common.db import Database
 from common.models import Job
@@ -14,7 +15,8 @@ from common.services.jobs import create_job
 from common.services.targets import create_target
 from common.statuses import BranchStatus
 from tests.integration.engine_helpers import branch_rows, end_execution, execution_row, unique
-from worker.group_commit import Claimer, Finisher
+from common.models import Target
+from worker.group_commit import Claimer, Finisher, Pinner
 
 BRANCHES = 24
 
@@ -110,3 +112,24 @@ def test_concurrent_claims_share_transactions_and_claim_each_branch_once(queued)
     assert len(started) == BRANCHES and {kind for kind, _ in started} == {"branch_started"}
     assert {b.status for b in branch_rows(db, serial)} == {"running"}
     assert claimer.requests == 2 * BRANCHES and claimer.batches < 2 * BRANCHES
+
+
+def test_concurrent_pins_keep_the_first_key_of_each_target(queued):
+    db, serial, ids = queued
+    with db.session() as session:
+        target_ids = [b.target_id for b in branch_rows(db, serial)]
+    pinner = Pinner(db)
+    # each target pinned twice at once with different keys, as by two executions' first branches
+    calls = [(t, f"ssh-ed25519 KEY{t}-{n}", f"SHA256:fp{t}-{n}") for n in (1, 2) for t in target_ids]
+
+    results = _all_at_once(pinner.pin, calls)
+
+    assert results == [None] * len(calls)
+    with db.session() as session:
+        pinned = dict(session.execute(select(Target.id, Target.host_key).where(Target.id.in_(target_ids))).all())
+    assert all(pinned[t] in (f"ssh-ed25519 KEY{t}-1", f"ssh-ed25519 KEY{t}-2") for t in target_ids)
+    assert pinner.requests == len(calls) and pinner.batches < len(calls)
+
+    pinner.pin(target_ids[0], "ssh-ed25519 LATER", "SHA256:later")  # trust on first use: never replaced
+    with db.session() as session:
+        assert session.get(Target, target_ids[0]).host_key == pinned[target_ids[0]]
