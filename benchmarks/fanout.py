@@ -1,7 +1,9 @@
 """Fan-out benchmark: one-action job (`true`) on N sshd targets, from POST execute to
 execution_completed on the WebSocket, against the Procfile stack; beside it, on the same targets,
 Ansible, plain parallel OpenSSH and a bare paramiko thread pool. Then platform overhead with
-1,000 local-target branches.
+1,000 local-target branches, on a fresh stack per worker-process count (by default one worker
+process, then two: one per core, the way a Celery worker is scaled; a single process is bound by
+its GIL, while the SSH runs keep one process so the second execution finds its pooled connections).
 
     .venv/bin/python -m benchmarks.fanout -n 100 --local 1000
 """
@@ -109,7 +111,8 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=100, help="SSH targets")
     parser.add_argument("--local", type=int, default=1000, help="local-target branches for the overhead run (0: skip)")
     parser.add_argument("--skip-ansible", action="store_true")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (honcho -c worker=N)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes for the SSH runs (honcho -c worker=N)")
+    parser.add_argument("--local-workers", default="1,2", help="worker-process counts for the local-target runs")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # tear the stack and the sshds down on `timeout`
 
@@ -154,16 +157,25 @@ def main() -> None:
             print(f"  cold / ansible       = {cold / ansible_s:.3f}  (target < 0.1)")
         print(f"  warm / plain OpenSSH = {warm / openssh_s:.2f}   (target < 0.5)")
 
-        if args.local:
-            ids = [app.post("/api/targets", {"name": f"local-{i}", "connection": "local"})["id"]
-                   for i in range(args.local)]
-            local_job = app.post("/api/jobs", {"name": "local-overhead", "actions": [
-                {"action_type": "command", "action_name": "true", "action_parameters": {"command": "true"}}],
-                "target_ids": ids})
-            elapsed, data = run_execution(app, local_job["job_serial"])
-            assert data["status"] == "completed", data
-            print(f"\nplatform overhead: {args.local} local-target branches in {elapsed:.3f} s = "
+    if args.local:
+        print(f"\nplatform overhead: {args.local} local-target branches, POST execute -> execution_completed on WS")
+        for workers in [int(w) for w in args.local_workers.split(",")]:
+            elapsed = local_overhead(args.local, workers)
+            print(f"  {workers} worker process(es) x {100 // workers} threads: {elapsed:.3f} s = "
                   f"{args.local / elapsed:.0f} branches/s (target >= 300)")
+
+
+def local_overhead(branches: int, workers: int) -> float:
+    """A fresh stack (no SSH connections, no earlier rows) with `workers` worker processes."""
+    with Stack(env={"WORKER_CONCURRENCY": str(100 // workers), "WEB_WORKERS": "1"}, workers=workers) as app:
+        ids = [app.post("/api/targets", {"name": f"local-{i}", "connection": "local"})["id"]
+               for i in range(branches)]
+        job = app.post("/api/jobs", {"name": "local-overhead", "actions": [
+            {"action_type": "command", "action_name": "true", "action_parameters": {"command": "true"}}],
+            "target_ids": ids})
+        elapsed, data = run_execution(app, job["job_serial"])
+        assert data["status"] == "completed", data
+        return elapsed
 
 
 if __name__ == "__main__":
