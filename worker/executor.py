@@ -30,8 +30,7 @@ class Outcome:
 
 def run_branch(rt: WorkerRuntime, branch_id: int) -> str | None:
     """Entry point of the branch task. Returns the final status, or None when there was nothing to run."""
-    work, events = rt.claimer.claim(branch_id)
-    rt.publish(events)
+    work, _ = rt.claimer.claim(branch_id)  # claimer and finisher publish the events they commit
     if work is None:
         log.info("branch not claimable (already started, finished or cancelled) branch_id=%s", branch_id)
         return None
@@ -46,10 +45,10 @@ def run_branch(rt: WorkerRuntime, branch_id: int) -> str | None:
     finally:
         rt.heartbeats.unregister(branch_id)
     cap = rt.settings.output_cap_bytes
-    rt.publish(rt.finisher.finish(
+    rt.finisher.finish(
         branch_id, outcome.status, exit_code=outcome.exit_code, error_type=outcome.error_type,
         result_output=_joined(outcome.stdout, cap), result_error=_joined(outcome.stderr, cap),
-        last_step=outcome.last_step, started_at=work.started_at))
+        last_step=outcome.last_step, started_at=work.started_at)
     log.info("branch finished %s status=%s exit_code=%s", context, outcome.status, outcome.exit_code)
     return outcome.status
 

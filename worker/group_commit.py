@@ -8,12 +8,14 @@ the next batch. Nothing waits for a batch to fill, so a lone claim or finish cos
 
 Each branch still changes state through its own conditional update (claimed once, finished
 once, whatever else runs). A batch that fails is written again one branch at a time, so one bad
-row cannot take its neighbours down."""
+row cannot take its neighbours down. The leader publishes the batch's events right after its
+commit, in order and in one round trip."""
 from __future__ import annotations
 
 import logging
 import threading
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from common.db import Database, retry_on_disconnect
@@ -34,8 +36,10 @@ class GroupCommit:
     """The leader/follower queue; subclasses say how a batch is written (_write_batch) and how
     one request is written alone (_write_one)."""
 
-    def __init__(self, db: Database, max_batch: int = 64):
+    def __init__(self, db: Database, *, publish: Callable[[list[svc.Event]], None] | None = None,
+                 max_batch: int = 64):
         self._db = db
+        self._publish = publish
         self._max_batch = max_batch
         self._lock = threading.Lock()
         self._queued: list[_Request] = []
@@ -76,6 +80,8 @@ class GroupCommit:
     def _write(self, batch: list[_Request]) -> None:
         try:
             self._write_batch(batch)
+            self.batches += 1
+            self.requests += len(batch)
         except Exception:
             log.warning("batch of %d writes failed; writing them one by one", len(batch), exc_info=True)
             for request in batch:
@@ -83,15 +89,19 @@ class GroupCommit:
                     retry_on_disconnect(lambda: self._write_one(request))
                 except Exception as exc:
                     request.error = exc
-            return
-        self.batches += 1
-        self.requests += len(batch)
+        if self._publish is not None:
+            events = [event for request in batch if request.error is None for event in self._events(request)]
+            # an execution closed by this batch: its execution_completed after every branch's event
+            self._publish(sorted(events, key=lambda event: event[0] == "execution_completed"))
 
     def _write_batch(self, batch: list[Any]) -> None:
         raise NotImplementedError
 
     def _write_one(self, request: Any) -> None:
         raise NotImplementedError
+
+    def _events(self, request: Any) -> list[svc.Event]:
+        return []
 
 
 @dataclass(eq=False)
@@ -107,7 +117,8 @@ class Claimer(GroupCommit):
         self._worker = worker
 
     def claim(self, branch_id: int) -> tuple[svc.ClaimedBranch | None, list[svc.Event]]:
-        """svc.claim_branch, shared with whoever claims at the same time."""
+        """svc.claim_branch, shared with whoever claims at the same time. Its branch_started event
+        is published already (when this claimer was given `publish`)."""
         request = _Claim(branch_id)
         self._submit(request)
         return request.result
@@ -124,6 +135,9 @@ class Claimer(GroupCommit):
             request.result = svc.claim_branch(conn, request.branch_id, self._worker)
             conn.commit()
 
+    def _events(self, request: _Claim) -> list[svc.Event]:
+        return request.result[1]
+
 
 @dataclass(eq=False)
 class _Finish(_Request):
@@ -136,7 +150,8 @@ class _Finish(_Request):
 class Finisher(GroupCommit):
     def finish(self, branch_id: int, status: BranchStatus, **outcome: Any) -> list[svc.Event]:
         """svc.finish_and_close, shared with whoever finishes at the same time. Returns this
-        branch's events (and execution_completed if its execution closed)."""
+        branch's events (and execution_completed if its execution closed), published already
+        when this finisher was given `publish`."""
         request = _Finish(branch_id, status, outcome)
         self._submit(request)
         return request.events
@@ -161,6 +176,9 @@ class Finisher(GroupCommit):
 
     def _write_one(self, request: _Finish) -> None:
         request.events = svc.finish_and_close(self._db, request.branch_id, request.status, **request.outcome)
+
+    def _events(self, request: _Finish) -> list[svc.Event]:
+        return request.events
 
 
 @dataclass(eq=False)

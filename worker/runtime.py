@@ -42,9 +42,9 @@ class WorkerRuntime:
         self.ssh = SSHRunner(pool=self.pool, output_cap=settings.output_cap_bytes)
         self.local = LocalRunner(output_cap=settings.output_cap_bytes, env=_command_env())
         self.heartbeats = HeartbeatMonitor(self.db, settings.heartbeat_seconds)
-        self.claimer = Claimer(self.db, self.name)
+        self.claimer = Claimer(self.db, self.name, publish=self.publish)
         self.pinner = Pinner(self.db)
-        self.finisher = Finisher(self.db)
+        self.finisher = Finisher(self.db, publish=self.publish)
 
     def publish(self, events: list[Event]) -> None:
         publish_events(self.events, events)

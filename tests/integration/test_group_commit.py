@@ -70,7 +70,8 @@ def _all_at_once(call, args: list[tuple]) -> list:
 
 def test_concurrent_finishes_share_transactions_and_close_the_execution_once(claimed):
     db, serial, ids = claimed
-    finisher = Finisher(db)
+    published: list = []
+    finisher = Finisher(db, publish=published.extend)
     # each branch twice, as when the lost-worker sweep races the worker: the second finds nothing
     results = _all_at_once(finisher.finish, [(i, BranchStatus.COMPLETED) for i in ids] * 2)
 
@@ -79,6 +80,8 @@ def test_concurrent_finishes_share_transactions_and_close_the_execution_once(cla
     finished = sorted(data["branch_serial"] for kind, data in events if kind == "branch_completed")
     assert finished == sorted(b.branch_serial for b in branch_rows(db, serial))  # each exactly once
     assert [kind for kind, _ in events].count("execution_completed") == 1
+    assert sorted(map(repr, published)) == sorted(map(repr, events))  # published what was committed
+    assert published[-1][0] == "execution_completed"  # after every branch_completed
     assert execution_row(db, serial).status == "completed"
     assert finisher.requests == 2 * BRANCHES
     assert finisher.batches < 2 * BRANCHES  # finishes were grouped
@@ -86,7 +89,8 @@ def test_concurrent_finishes_share_transactions_and_close_the_execution_once(cla
 
 def test_a_row_that_cannot_be_written_fails_alone(claimed):
     db, serial, ids = claimed
-    finisher = Finisher(db)
+    published: list = []
+    finisher = Finisher(db, publish=published.extend)
     poison = ids[5]
     calls = [(i, "x" * 500 if i == poison else BranchStatus.COMPLETED) for i in ids]  # longer than the column
 
@@ -101,7 +105,8 @@ def test_a_row_that_cannot_be_written_fails_alone(claimed):
 
 def test_concurrent_claims_share_transactions_and_claim_each_branch_once(queued):
     db, serial, ids = queued
-    claimer = Claimer(db, "claimer-test")
+    published: list = []
+    claimer = Claimer(db, "claimer-test", publish=published.extend)
     # every task delivered twice at the same moment: only one of each pair may run its branch
     results = _all_at_once(claimer.claim, [(i,) for i in ids] * 2)
 
@@ -110,6 +115,7 @@ def test_concurrent_claims_share_transactions_and_claim_each_branch_once(queued)
     assert sorted(w.branch_id for w in works) == sorted(ids)
     started = [event for _, events in results for event in events]
     assert len(started) == BRANCHES and {kind for kind, _ in started} == {"branch_started"}
+    assert sorted(map(repr, published)) == sorted(map(repr, started))
     assert {b.status for b in branch_rows(db, serial)} == {"running"}
     assert claimer.requests == 2 * BRANCHES and claimer.batches < 2 * BRANCHES
 
