@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from common.db import Database, retry_on_disconnect
@@ -159,7 +159,8 @@ class Finisher(GroupCommit):
     def _write_batch(self, batch: list[_Finish]) -> None:
         closing: dict[int, _Finish] = {}  # each touched execution, and the request its closing event goes to
         with self._db.connection() as conn:
-            for request in sorted(batch, key=lambda r: r.branch_id):  # two batches never wait on each other in a cycle
+            # in id order, so two batches (or a batch and a heartbeat) never wait on each other in a cycle
+            for request in sorted(batch, key=lambda r: r.branch_id):
                 request.events, execution_id = svc.finish_branch(conn, request.branch_id, request.status,
                                                                  **request.outcome)
                 if execution_id is not None:
