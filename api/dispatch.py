@@ -18,8 +18,8 @@ class Dispatcher:
     @classmethod
     def from_settings(cls, settings: Settings) -> "Dispatcher":
         app = Celery("opsconductor-api", broker=settings.broker_url, set_as_current=False)
-        app.conf.update(task_serializer="json", accept_content=["json"], broker_transport=transport_for(settings.broker_url),
-                        broker_connection_retry=False,
+        app.conf.update(task_serializer="json", accept_content=["json"],
+                        broker_transport=transport_for(settings.broker_url), broker_connection_retry=False,
                         broker_connection_max_retries=0, broker_transport_options={"max_retries": 0})
         return cls(app)
 

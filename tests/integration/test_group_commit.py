@@ -64,7 +64,7 @@ def _all_at_once(call, args: list[tuple]) -> list:
         t.start()
     for t in threads:
         t.join(timeout=60)
-    assert not any(t.is_alive() for t in threads), "a finisher thread never returned"
+    assert not any(t.is_alive() for t in threads), "a thread never returned"
     return results
 
 
