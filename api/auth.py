@@ -54,7 +54,7 @@ def me():
 def register_jwt_handlers() -> None:
     @jwt.user_lookup_loader
     def _load_user(_header, payload):
-        with platform().db.session() as session:
+        with platform().db.session(read_only=True) as session:
             user = users.active_user(session, payload["sub"])  # None: the lookup-error 401, never a 500
             if user is not None:
                 session.expunge(user)

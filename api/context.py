@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from flask import current_app
+from flask import current_app, request
 from sqlalchemy.orm import Session
 
 from common.config import Settings
@@ -29,5 +29,6 @@ def platform() -> Platform:
 
 @contextmanager
 def transaction() -> Iterator[Session]:
-    with platform().db.session() as session:
+    """The request's transaction. GET and HEAD only read, so on SQLite they run beside writers."""
+    with platform().db.session(read_only=request.method in ("GET", "HEAD")) as session:
         yield session

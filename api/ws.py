@@ -45,7 +45,7 @@ def _user_for(token: str | None) -> User | None:
         return None
     if claims.get("type") != "access":
         return None
-    with platform().db.session() as session:
+    with platform().db.session(read_only=True) as session:
         return users.active_user(session, claims.get("sub", ""))
 
 

@@ -19,8 +19,8 @@ def make_engine(database_url: str, *, ping_idle_after: float | None = None, **kw
     """``ping_idle_after``: instead of pinging on every checkout (pool_pre_ping), ping only a
     connection that sat idle that many seconds; see _ping_when_idle."""
     if database_url.startswith("sqlite"):
-        engine = create_engine(database_url, connect_args={"check_same_thread": False, "timeout": 30},
-                               **kwargs)
+        connect_args = {"check_same_thread": False, "timeout": 30, **kwargs.pop("connect_args", {})}
+        engine = create_engine(database_url, connect_args=connect_args, **kwargs)
         _configure_sqlite(engine)
         return engine
     kwargs.setdefault("pool_size", 10)
@@ -66,9 +66,13 @@ def retry_on_disconnect(work: Callable[[], T]) -> T:
         return work()
 
 
+READ_ONLY = "opsconductor_read_only"  # execution option: this transaction only reads
+
+
 def _configure_sqlite(engine: Engine) -> None:
     """WAL for concurrent readers, and BEGIN IMMEDIATE so writers queue on the lock instead of
-    failing with 'database is locked' when a read transaction tries to upgrade."""
+    failing with 'database is locked' when a read transaction tries to upgrade. Transactions
+    that only read begin deferred: under WAL they never wait for a writer, nor make one wait."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
@@ -81,7 +85,7 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -91,15 +95,18 @@ class Database:
         self.url = database_url
         self.engine = make_engine(database_url, **engine_kwargs)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessionmaker = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}),
+                                               expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A transaction: committed on success, rolled back on any exception."""
-        session = self.sessionmaker()
+    def session(self, *, read_only: bool = False) -> Iterator[Session]:
+        """A transaction: committed on success, rolled back on any exception. ``read_only`` is a
+        promise that it writes nothing; SQLite then lets it run beside a writer."""
+        session = (self._read_sessionmaker if read_only else self.sessionmaker)()
         try:
             yield session
             session.commit()
