@@ -64,6 +64,10 @@ class GroupCommit:
             batch, self._queued = self._queued[:self._max_batch], self._queued[self._max_batch:]
         try:
             self._write(batch)
+        except BaseException as exc:  # shutting down mid-write: no waiter may take silence for success
+            for request in batch:
+                request.error = request.error or exc
+            raise
         finally:
             with self._lock:
                 successor = self._queued[0] if self._queued else None
