@@ -55,98 +55,73 @@ export class AuthResource extends Resource {
   }
 }
 
-export class UsersResource extends Resource {
+/** list / iterate / get / create / update on one collection path (`static path`). */
+class CollectionResource extends Resource {
+  /** One page: { page, perPage, sort, order, ...filters }. */
   list(params = {}) {
-    return this._http.json('GET', '/users', { query: params });
+    return this._http.json('GET', this.constructor.path, { query: params });
   }
 
+  /** Every item, page after page. */
   iterate(params = {}) {
     return this._iterate((p) => this.list(p), params);
   }
 
-  get(userId) {
-    return this._http.json('GET', `/users/${segment(userId)}`);
+  /** One item by id (targets and jobs: or serial; archived ones too). */
+  get(ref) {
+    return this._http.json('GET', this._item(ref));
   }
 
-  /** { username, password, role: 'admin' | 'operator' | 'viewer' } */
-  create(user) {
-    return this._http.json('POST', '/users', { body: user });
+  create(body) {
+    return this._http.json('POST', this.constructor.path, { body });
   }
 
-  /** { password?, role?, isActive? } */
-  update(userId, fields) {
-    return this._http.json('PATCH', `/users/${segment(userId)}`, { body: fields });
+  /** Change the given fields (a job's actions and targetIds are replaced whole). */
+  update(ref, fields) {
+    return this._http.json('PATCH', this._item(ref), { body: fields });
+  }
+
+  _item(ref, suffix = '') {
+    return `${this.constructor.path}/${segment(ref)}${suffix}`;
   }
 }
 
-export class CredentialsResource extends Resource {
-  list(params = {}) {
-    return this._http.json('GET', '/credentials', { query: params });
-  }
-
-  iterate(params = {}) {
-    return this._iterate((p) => this.list(p), params);
-  }
-
-  get(credentialId) {
-    return this._http.json('GET', `/credentials/${segment(credentialId)}`);
-  }
-
-  /** { name, username, authType: 'key' | 'password', privateKey?, passphrase?, password?, description? } */
-  create(credential) {
-    return this._http.json('POST', '/credentials', { body: credential });
-  }
-
-  update(credentialId, fields) {
-    return this._http.json('PATCH', `/credentials/${segment(credentialId)}`, { body: fields });
-  }
-
-  async delete(credentialId) {
-    await this._http.request('DELETE', `/credentials/${segment(credentialId)}`);
+class ArchivableResource extends CollectionResource {
+  /** Delete a credential; archive a target or job: it leaves lists and cannot run, its history stays. */
+  async delete(ref) {
+    await this._http.request('DELETE', this._item(ref));
   }
 }
 
-export class TargetsResource extends Resource {
-  /** One page of live targets: { page, perPage, sort, order, name, tag, enabled, queue }. */
-  list(params = {}) {
-    return this._http.json('GET', '/targets', { query: params });
-  }
+/** create({ username, password, role: 'admin' | 'operator' | 'viewer' }); update(id, { password?, role?, isActive? }) */
+export class UsersResource extends CollectionResource {
+  static path = '/users';
+}
 
-  iterate(params = {}) {
-    return this._iterate((p) => this.list(p), params);
-  }
+/** create({ name, username, authType: 'key' | 'password', privateKey?, passphrase?, password?, description? }) */
+export class CredentialsResource extends ArchivableResource {
+  static path = '/credentials';
+}
 
-  /** A target by id or serial (archived ones too). */
-  get(targetRef) {
-    return this._http.json('GET', `/targets/${segment(targetRef)}`);
-  }
-
-  /** { name, ipAddress?, hostname?, port?, credentialId?, connection?: 'ssh' | 'local', tags?, queue?, enabled?, description? } */
-  create(target) {
-    return this._http.json('POST', '/targets', { body: target });
-  }
-
-  update(targetRef, fields) {
-    return this._http.json('PATCH', `/targets/${segment(targetRef)}`, { body: fields });
-  }
-
-  /** Archive a target: it leaves lists and cannot run; its history stays. */
-  async delete(targetRef) {
-    await this._http.request('DELETE', `/targets/${segment(targetRef)}`);
-  }
+/**
+ * list({ page, perPage, sort, order, name, tag, enabled, queue });
+ * create({ name, ipAddress?, hostname?, port?, credentialId?, connection?: 'ssh' | 'local', tags?, queue?, enabled?, description? })
+ */
+export class TargetsResource extends ArchivableResource {
+  static path = '/targets';
 
   resetHostKey(targetRef) {
-    return this._http.json('POST', `/targets/${segment(targetRef)}/reset-host-key`);
+    return this._http.json('POST', this._item(targetRef, '/reset-host-key'));
   }
 
   /** Branch success rate and durations over the last `days` days (server default 30), with the newest 10 branches. */
   getPerformance(targetSerial, { days } = {}) {
-    return this._http.json('GET', `/targets/${segment(targetSerial)}/performance`, { query: { days } });
+    return this._http.json('GET', this._item(targetSerial, '/performance'), { query: { days } });
   }
 
   /** Branches run on the target, newest first: { limit (1..100, default 20), offset }. */
   history(targetSerial, { limit, offset } = {}) {
-    return this._http.json('GET', `/targets/${segment(targetSerial)}/executions`, { query: { limit, offset } });
+    return this._http.json('GET', this._item(targetSerial, '/executions'), { query: { limit, offset } });
   }
 
   /** Every branch run on the target, newest first, fetching `pageSize` at a time. */
@@ -160,44 +135,21 @@ export class TargetsResource extends Resource {
   }
 }
 
-export class JobsResource extends Resource {
-  /** One page of live jobs: { page, perPage, sort, order, status, name, jobType }. */
-  list(params = {}) {
-    return this._http.json('GET', '/jobs', { query: params });
-  }
-
-  iterate(params = {}) {
-    return this._iterate((p) => this.list(p), params);
-  }
-
-  /** A job by id or serial (archived ones too). */
-  get(jobRef) {
-    return this._http.json('GET', `/jobs/${segment(jobRef)}`);
-  }
-
-  /** { name, actions: [{ actionType, actionName, actionParameters: { command } }], targetIds?, description?, jobType?, scheduledAt? } */
-  create(job) {
-    return this._http.json('POST', '/jobs', { body: job });
-  }
-
-  /** Change fields; actions and targetIds are replaced whole. */
-  update(jobRef, fields) {
-    return this._http.json('PATCH', `/jobs/${segment(jobRef)}`, { body: fields });
-  }
-
-  /** Archive a job: it leaves lists and cannot run; its executions stay addressable. */
-  async delete(jobRef) {
-    await this._http.request('DELETE', `/jobs/${segment(jobRef)}`);
-  }
+/**
+ * list({ page, perPage, sort, order, status, name, jobType });
+ * create({ name, actions: [{ actionType, actionName, actionParameters: { command } }], targetIds?, description?, jobType?, scheduledAt? })
+ */
+export class JobsResource extends ArchivableResource {
+  static path = '/jobs';
 
   /** Start an execution (on `targetIds`, default the job's own); resolves to it with its branches. */
   execute(jobRef, { targetIds } = {}) {
-    return this._http.json('POST', `/jobs/${segment(jobRef)}/execute`, { body: targetIds ? { targetIds } : {} });
+    return this._http.json('POST', this._item(jobRef, '/execute'), { body: targetIds ? { targetIds } : {} });
   }
 
   /** The job's executions with their branches, newest first: { limit (1..500, default 50), offset }. */
   executions(jobRef, { limit, offset } = {}) {
-    return this._http.json('GET', `/jobs/${segment(jobRef)}/executions`, { query: { limit, offset } });
+    return this._http.json('GET', this._item(jobRef, '/executions'), { query: { limit, offset } });
   }
 
   /** Every execution of the job, newest first, fetching `pageSize` at a time. */
