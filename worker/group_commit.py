@@ -172,9 +172,7 @@ class Finisher(GroupCommit):
             conn.commit()
             for execution_id, request in closing.items():
                 try:
-                    if svc.none_active(conn, execution_id):
-                        request.events += svc.close_if_done(conn, execution_id)
-                        conn.commit()
+                    request.events += svc.close_when_done(conn, execution_id)
                 except Exception:  # finished and committed; the sweep closes what this could not
                     log.warning("close check failed execution_id=%s", execution_id, exc_info=True)
                     break

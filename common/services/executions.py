@@ -289,13 +289,21 @@ def finish_and_close(db: Database, branch_id: int, status: BranchStatus, **outco
     with db.connection() as conn:
         events, execution_id = finish_branch(conn, branch_id, status, **outcome)
         conn.commit()
-        if execution_id is not None and none_active(conn, execution_id):
-            events += close_if_done(conn, execution_id)
-            conn.commit()
+        if execution_id is not None:
+            events += close_when_done(conn, execution_id)
     return events
 
 
-def none_active(conn: Connection, execution_id: int) -> bool:
+def close_when_done(conn: Connection, execution_id: int) -> list[Event]:
+    """close_if_done, committed, for a connection whose finishing transaction just committed."""
+    if not _none_active(conn, execution_id):
+        return []
+    events = close_if_done(conn, execution_id)
+    conn.commit()
+    return events
+
+
+def _none_active(conn: Connection, execution_id: int) -> bool:
     """The check almost every finisher stops at. On PostgreSQL it runs outside a transaction (one
     round trip, not three); close_if_done makes it again inside the transaction that closes.
     SQLite keeps its transaction: switching a pysqlite connection's isolation back re-enables the
