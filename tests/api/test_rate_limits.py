@@ -4,7 +4,6 @@ several real API processes through Redis."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,7 +15,8 @@ import redis
 from api.app import create_app
 from tests.api.conftest import assert_error
 from tests.conftest import FERNET_SECRET, JWT_SECRET, PASSWORD, make_settings
-from tests.sshd import free_port
+from tests.processes import ManagedProcess, Processes
+from tests.sshd import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 LIMITS = {"rate_limit_standard": "5 per minute", "rate_limit_admin": "8 per minute",
@@ -146,16 +146,12 @@ def test_limits_can_be_disabled(db, users):
 
 # ---------------------------------------------------------------- two real API processes, one budget
 
-def _wait_healthy(base: str, proc: subprocess.Popen, log: Path, deadline: float) -> None:
-    while True:
-        assert proc.poll() is None, f"API process exited early:\n{log.read_text()[-3000:]}"
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"API process never became healthy:\n{log.read_text()[-3000:]}"
-        time.sleep(0.05)
+def _healthy(base: str, proc: ManagedProcess) -> bool:
+    assert proc.running(), f"API process exited early:\n{proc.logs()}"
+    try:
+        return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def test_budget_is_shared_across_processes_through_redis(pg_db, pg_url, redis_url, tmp_path):
@@ -173,24 +169,15 @@ def test_budget_is_shared_across_processes_through_redis(pg_db, pg_url, redis_ur
     for name in ("OPSCONDUCTOR_ADMIN_USERNAME", "OPSCONDUCTOR_ADMIN_PASSWORD", "RATE_LIMIT_ADMIN"):
         env.pop(name, None)
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-    procs: list[subprocess.Popen] = []
+    processes = Processes(tmp_path)
     bases: list[str] = []
-    logs: list[Path] = []
-    handles = []
     try:
         for n in range(2):
             port = free_port()
-            log = tmp_path / f"api{n}.log"
-            handles.append(log.open("wb"))
-            procs.append(subprocess.Popen(
-                [gunicorn, "api.wsgi:app", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                 "--graceful-timeout", "2"],
-                cwd=REPO, env=env, stdout=handles[-1], stderr=subprocess.STDOUT))
+            proc = processes.start(f"api{n}", [gunicorn, "api.wsgi:app", "--bind", f"127.0.0.1:{port}",
+                                               "--workers", "1", "--graceful-timeout", "2"], cwd=REPO, env=env)
             bases.append(f"http://127.0.0.1:{port}")
-            logs.append(log)
-        deadline = time.monotonic() + 60
-        for base, proc, log in zip(bases, procs, logs):
-            _wait_healthy(base, proc, log, deadline)
+            wait_until(lambda: _healthy(bases[-1], proc), timeout=60, interval=0.05, message=f"API process {n}")
 
         login = httpx.post(f"{bases[0]}/api/auth/login", json={"username": "shared-op", "password": PASSWORD},
                            timeout=10)
@@ -211,16 +198,7 @@ def test_budget_is_shared_across_processes_through_redis(pg_db, pg_url, redis_ur
         assert again.status_code == 429
         assert any(store.scan_iter(match=f"*user:{user_id}*")), "no counter in Redis"
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        for handle in handles:
-            handle.close()
+        processes.stop_all()
         for key in store.scan_iter(match=f"*user:{user_id}*"):
             store.delete(key)
         store.close()

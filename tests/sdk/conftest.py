@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.processes import ManagedProcess
+from tests.sshd import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SDK_PYTHON_SRC = REPO_ROOT / "sdk" / "python" / "src"
@@ -54,15 +54,11 @@ class LiveServer:
     admin_username: str
     admin_password: str
     workdir: Path
-    process: subprocess.Popen
-    log_path: Path
+    process: ManagedProcess
     extra: dict = field(default_factory=dict)
 
     def logs(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-6000:]
-        except OSError:
-            return ""
+        return self.process.logs()
 
     def admin_token(self) -> str:
         response = httpx.post(f"{self.base_url}/api/auth/login",
@@ -83,54 +79,35 @@ def start_server(workdir: Path, **limits: str) -> LiveServer:
         OPSCONDUCTOR_ADMIN_PASSWORD=ADMIN_PASSWORD,
         **limits,
     )
-    log_path = workdir / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([str(VENV_BIN / "opsconductor"), "standalone", "--host", "127.0.0.1", "--port", "0"],
-                                   cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    server = LiveServer("", ADMIN_USERNAME, ADMIN_PASSWORD, workdir, process, log_path)
-    deadline = time.monotonic() + 60
+    process = ManagedProcess("standalone", [str(VENV_BIN / "opsconductor"), "standalone", "--host", "127.0.0.1",
+                                            "--port", "0"], cwd=workdir, env=env, log_dir=workdir)
+    server = LiveServer("", ADMIN_USERNAME, ADMIN_PASSWORD, workdir, process)
+
+    def serving() -> bool:
+        if not process.running():
+            raise RuntimeError(f"opsconductor standalone exited\n{server.logs()}")
+        match = SERVING_LINE.search(process.stdout() + process.stderr())
+        if match:
+            server.base_url = match.group(1)
+        return bool(match)
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{server.base_url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"opsconductor standalone exited with {process.returncode}\n{server.logs()}")
-            match = SERVING_LINE.search(server.logs())
-            if match:
-                server.base_url = match.group(1)
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"opsconductor standalone did not start in time\n{server.logs()}")
-            time.sleep(0.05)
-        while True:
-            try:
-                if httpx.get(f"{server.base_url}/healthz", timeout=2).status_code == 200:
-                    return server
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"opsconductor standalone never became healthy\n{server.logs()}")
-            time.sleep(0.05)
+        wait_until(serving, timeout=60, interval=0.05, message="opsconductor standalone to print its address")
+        wait_until(healthy, timeout=60, interval=0.05, message="opsconductor standalone to be healthy")
+        return server
     except BaseException:
-        stop_server(server)
+        process.stop()
         raise
 
 
 def stop_server(server: LiveServer) -> None:
-    process = server.process
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(timeout=10)
+    server.process.stop()
 
 
 @pytest.fixture(scope="session")
