@@ -9,7 +9,6 @@ import re
 import secrets
 import signal
 import socket
-import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +19,7 @@ from common.db import Database
 from common.events import RedisEventBus
 from common.models import Branch, BranchStep, Execution, Job, utcnow
 from tests.conftest import FERNET_SECRET, JWT_SECRET
+from tests.processes import ManagedProcess
 from tests.sshd import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -90,7 +90,7 @@ def celery_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str
 
 
 class CeleryProcess:
-    """`celery -A worker.main worker|beat` as a subprocess with its own log file."""
+    """`celery -A worker.main worker|beat` as a ManagedProcess, with log-based readiness and counts."""
 
     def __init__(self, kind: str, env: dict[str, str], workdir: Path, name: str, *,
                  queues: Iterable[str] = ("default",)):
@@ -99,10 +99,9 @@ class CeleryProcess:
         self.env = env
         self.name = name
         self.queues = tuple(queues)
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.log_path = workdir / f"{name}.log"
+        self.workdir = workdir
         self.schedule_path = workdir / f"{name}-schedule"
-        self.proc: subprocess.Popen | None = None
+        self.proc: ManagedProcess | None = None
 
     @property
     def argv(self) -> list[str]:
@@ -123,18 +122,13 @@ class CeleryProcess:
         return f"{socket.gethostname()}:{self.pid}"
 
     def start(self, timeout: float = 30.0) -> "CeleryProcess":
-        log = open(self.log_path, "ab")
-        try:
-            self.proc = subprocess.Popen(self.argv, cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT)
-        finally:
-            log.close()
+        self.proc = ManagedProcess(self.name, self.argv, cwd=REPO_ROOT, env=self.env, log_dir=self.workdir)
         _LIVE.add(self)
         ready = re.compile(r"celery\.apps\.worker \S+ ready\." if self.kind == "worker" else r"beat: Starting\.\.\.")
 
         def is_ready() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited with {self.proc.returncode} at start:\n{self.log_tail()}")
+            if not self.proc.running():
+                raise AssertionError(f"{self.name} exited at start:\n{self.log_tail()}")
             return bool(ready.search(self.log_text()))
 
         try:
@@ -146,34 +140,25 @@ class CeleryProcess:
         return self
 
     def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        return "" if self.proc is None else self.proc.stdout() + self.proc.stderr()
 
     def log_tail(self, chars: int = 4000) -> str:
-        return f"--- {self.name} log ({self.log_path}) ---\n{self.log_text()[-chars:]}"
+        return f"--- {self.name} log ({self.workdir}) ---\n{self.log_text()[-chars:]}"
 
     def count(self, pattern: str) -> int:
         return len(re.findall(pattern, self.log_text()))
 
     def kill(self) -> None:
         """SIGKILL: no warm shutdown, no acks, no cleanup (a crashed host)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        if self.proc is not None and self.proc.running():
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.proc.wait(timeout=10)
         _LIVE.discard(self)
 
     def stop(self, grace: float = 10.0) -> None:
-        """Terminate (warm shutdown), then kill at the deadline."""
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        """TERM (warm shutdown) to the worker's process tree, KILL at the deadline."""
+        if self.proc is not None:
+            self.proc.stop(timeout=grace)
         _LIVE.discard(self)
 
 
