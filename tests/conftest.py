@@ -17,6 +17,7 @@ from common.db import Database
 from common.migrate import upgrade
 from common.models import Base
 from common.services.users import create_user
+from tests.sshd import ClientKey, TestUser, ensure_sshd_installed, ensure_test_user, generate_client_key
 
 PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 PG_URL_BASE = os.environ.get("TEST_PG_URL_BASE", "postgresql+psycopg2://postgres@127.0.0.1:5432/")
@@ -185,3 +186,19 @@ def operator(users) -> dict[str, str]:
 @pytest.fixture
 def viewer(users) -> dict[str, str]:
     return users.headers("viewer")
+
+
+# ---------------------------------------------------------------- SSH (worker, integration and e2e suites)
+
+@pytest.fixture(scope="session")
+def ssh_user() -> TestUser:
+    """The login user of every private sshd the tests start (needs root: it creates the user)."""
+    assert os.geteuid() == 0, "SSH tests need root (test user, private sshd)"
+    ensure_sshd_installed()
+    return ensure_test_user()
+
+
+@pytest.fixture(scope="session")
+def client_key(ssh_user) -> ClientKey:
+    """An ed25519 key the suites' sshd servers trust."""
+    return generate_client_key("ed25519")

@@ -29,13 +29,8 @@ from tests.conftest import PG_ADMIN_DSN, scratch_database  # noqa: E402
 from tests.processes import ManagedProcess, Processes  # noqa: E402,F401  (e2e tests import them from here)
 from tests.sshd import (  # noqa: E402
     TEST_HOSTS,
-    ClientKey,
     SshdServer,
-    TestUser,
-    ensure_sshd_installed,
-    ensure_test_user,
     free_port,
-    generate_client_key,
     wait_until,
 )
 
@@ -321,20 +316,8 @@ def e2e_redis_url(tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def e2e_ssh_user() -> TestUser:
-    assert os.geteuid() == 0, "e2e tests need root (test user, private sshd)"
-    ensure_sshd_installed()
-    return ensure_test_user()
-
-
-@pytest.fixture(scope="session")
-def e2e_client_key(e2e_ssh_user) -> ClientKey:
-    return generate_client_key("ed25519")
-
-
-@pytest.fixture(scope="session")
-def e2e_sshd(e2e_ssh_user, e2e_client_key) -> Iterator[SshdServer]:
-    """One private sshd on 127.0.0.2-4: three distinct SSH hosts, trusting ``e2e_client_key``."""
+def e2e_sshd(ssh_user, client_key) -> Iterator[SshdServer]:
+    """One private sshd on 127.0.0.2-4: three distinct SSH hosts, trusting ``client_key``."""
     with SshdServer(TEST_HOSTS) as server:
-        server.authorize(e2e_client_key.public_line)
+        server.authorize(client_key.public_line)
         yield server

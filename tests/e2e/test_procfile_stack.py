@@ -74,13 +74,13 @@ def test_procfile_has_started_web_worker_and_beat_and_migrated_the_empty_databas
 
 
 def test_job_on_three_sshd_targets_streams_events_in_order_and_reads_back_by_serial(
-        stack, e2e_sshd, e2e_client_key, e2e_ssh_user):
+        stack, e2e_sshd, client_key, ssh_user):
     api = stack.api
     login = api.login(*ADMIN)
     assert login["access_token"] and login["refresh_token"]
 
-    credential = api.post("/api/credentials", {"name": "e2e-key", "username": e2e_ssh_user.name, "auth_type": "key",
-                                               "private_key": e2e_client_key.private_key})
+    credential = api.post("/api/credentials", {"name": "e2e-key", "username": ssh_user.name, "auth_type": "key",
+                                               "private_key": client_key.private_key})
     assert "private_key" not in credential
     targets = [api.post("/api/targets", {"name": f"e2e-host-{i}", "ip_address": host, "port": e2e_sshd.port,
                                          "credential_id": credential["id"], "tags": ["e2e"]})
@@ -135,7 +135,7 @@ def test_job_on_three_sshd_targets_streams_events_in_order_and_reads_back_by_ser
         # the command really ran over SSH on that address, as the test user, both actions in order
         output = branch["result_output"]
         assert re.search(rf"^e2e-one \S+ \d+ {re.escape(target['ip_address'])} {e2e_sshd.port}$", output, re.M), output
-        assert f"e2e-two {e2e_ssh_user.name}" in output, output
+        assert f"e2e-two {ssh_user.name}" in output, output
         assert output.index("e2e-one") < output.index("e2e-two"), output
         assert [s["action_name"] for s in branch["steps"]] == ["where", "who"]
         assert all(s["status"] == "completed" and s["exit_code"] == 0 for s in branch["steps"]), branch["steps"]

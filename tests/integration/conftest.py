@@ -6,7 +6,6 @@ done. The database is never truncated while a worker runs (a stale broker messag
 claim a new branch that reused an old id); every test makes its own users, targets and jobs."""
 from __future__ import annotations
 
-import os
 import random
 import uuid
 from collections.abc import Iterator
@@ -22,8 +21,7 @@ from common.models import SerialCounter, utcnow
 from common.services.users import create_user
 from tests.conftest import PASSWORD, make_settings, truncate_all
 from tests.integration.engine_helpers import (CeleryProcess, EngineApi, EventRecorder, celery_env)
-from tests.sshd import (TEST_HOSTS, ClientKey, SshdServer, TestUser, ensure_sshd_installed, ensure_test_user,
-                        generate_client_key)
+from tests.sshd import TEST_HOSTS, ClientKey, SshdServer, generate_client_key
 
 @pytest.fixture(scope="package")
 def engine_db(pg_url) -> Iterator[Database]:
@@ -121,18 +119,6 @@ def make_api(engine_settings, engine_db, events):
 
 
 # --------------------------------------------------------------------------------------- SSH
-
-@pytest.fixture(scope="package")
-def ssh_user() -> TestUser:
-    assert os.geteuid() == 0, "engine tests need root (test user, private sshd)"
-    ensure_sshd_installed()
-    return ensure_test_user()
-
-
-@pytest.fixture(scope="package")
-def client_key(ssh_user) -> ClientKey:
-    return generate_client_key("ed25519")
-
 
 @pytest.fixture(scope="package")
 def stranger_key(ssh_user) -> ClientKey:

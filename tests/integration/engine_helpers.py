@@ -9,6 +9,7 @@ import re
 import secrets
 import signal
 import socket
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -323,3 +324,24 @@ def end_execution(db: Database, execution_serial: str) -> None:
                         .values(status="failed", error_type="cancelled", completed_at=utcnow()))
         session.execute(update(Execution).where(Execution.id == execution_id, Execution.status == "running")
                         .values(status="failed", completed_at=utcnow()))
+
+
+def run_together(tasks: list[Callable[[Callable[[], None]], Any]], timeout: float = 60.0) -> list[Any]:
+    """Each task on a thread of its own, given `go`: every task passes its `go()` line at the same
+    moment (a barrier), so what follows it races. Returns each result, or the exception it raised."""
+    barrier = threading.Barrier(len(tasks))
+    results: list[Any] = [None] * len(tasks)
+
+    def run(index: int) -> None:
+        try:
+            results[index] = tasks[index](lambda: barrier.wait(timeout=30))
+        except BaseException as exc:  # returned, for the caller to assert on
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(tasks))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    assert not any(t.is_alive() for t in threads), "a racing thread never returned"
+    return results

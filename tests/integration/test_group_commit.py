@@ -3,7 +3,6 @@ transactions, every branch is claimed once and finished once, the execution clos
 row that cannot be written fails alone."""
 from __future__ import annotations
 
-import threading
 
 import pytest
 from sqlalchemy import select
@@ -14,7 +13,7 @@ from common.services.executions import claim_branch, start_execution
 from common.services.jobs import create_job
 from common.services.targets import create_target
 from common.statuses import BranchStatus
-from tests.integration.engine_helpers import branch_rows, end_execution, execution_row, unique
+from tests.integration.engine_helpers import branch_rows, end_execution, execution_row, run_together, unique
 from common.models import Target
 from worker.group_commit import Claimer, Finisher, Pinner
 
@@ -49,23 +48,12 @@ def claimed(queued):
 
 def _all_at_once(call, args: list[tuple]) -> list:
     """call(*a) for every a, from as many threads released together; results (or exceptions) in order."""
-    barrier = threading.Barrier(len(args))
-    results: list = [None] * len(args)
-
-    def one(index: int) -> None:
-        barrier.wait(timeout=30)
-        try:
-            results[index] = call(*args[index])
-        except Exception as exc:  # reported by the caller
-            results[index] = exc
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(args))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not any(t.is_alive() for t in threads), "a thread never returned"
-    return results
+    def task(a: tuple):
+        def run(go):
+            go()
+            return call(*a)
+        return run
+    return run_together([task(a) for a in args])
 
 
 def test_concurrent_finishes_share_transactions_and_close_the_execution_once(claimed):

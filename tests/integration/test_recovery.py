@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -21,8 +21,8 @@ from common.services.targets import create_target
 from common.statuses import BranchStatus, ErrorType
 from common.task_names import RUN_BRANCH
 from tests.integration.engine_helpers import (SWEEP_INTERVAL_SECONDS, WORKER_LOST_SECONDS, branch_row, branch_rows,
-                                              command, describe_execution, execution_row, job_row, sleep_marker,
-                                              unique, wait_execution_done, wait_for)
+                                              command, describe_execution, execution_row, job_row, run_together,
+                                              sleep_marker, unique, wait_execution_done, wait_for)
 from tests.sshd import find_processes
 
 pytestmark = pytest.mark.usefixtures("default_worker")
@@ -176,34 +176,23 @@ def test_branches_finishing_at_the_same_instant_close_the_execution_exactly_once
                 calls.append((branch_id, BranchStatus.COMPLETED, 0))
             if scenario == "two_finishers_per_branch":  # e.g. the worker and the lost-worker sweep
                 calls.append((branch_id, BranchStatus.FAILED, None))
-        barrier = threading.Barrier(len(calls))
-        results: list[list | BaseException | None] = [None] * len(calls)
-
-        def finish(index: int) -> None:
+        def finish(index: int, go) -> list:
             branch_id, status, code = calls[index]
             error_type = None if status == BranchStatus.COMPLETED else ErrorType.COMMAND_FAILED
-            try:
-                if path == "finish_and_close":
-                    barrier.wait(timeout=30)
-                    results[index] = finish_and_close(db, branch_id, status, exit_code=code, error_type=error_type)
-                    return
+            if path == "finish_and_close":
+                go()
+                return finish_and_close(db, branch_id, status, exit_code=code, error_type=error_type)
+            with db.session() as session:
+                session.connection()  # connected and in a transaction before the race starts
+                go()
+                events, execution_id = finish_branch(session, branch_id, status, exit_code=code,
+                                                     error_type=error_type)
+            if execution_id is not None:  # as finish_and_close does: check for the close after commit
                 with db.session() as session:
-                    session.connection()  # connected and in a transaction before the race starts
-                    barrier.wait(timeout=30)
-                    events, execution_id = finish_branch(session, branch_id, status, exit_code=code,
-                                                         error_type=error_type)
-                if execution_id is not None:  # as finish_and_close does: check for the close after commit
-                    with db.session() as session:
-                        events += close_if_done(session, execution_id)
-                results[index] = events
-            except BaseException as exc:  # reported below, with the others
-                results[index] = exc
+                    events += close_if_done(session, execution_id)
+            return events
 
-        threads = [threading.Thread(target=finish, args=(i,)) for i in range(len(calls))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
+        results = run_together([partial(finish, i) for i in range(len(calls))])
         errors = [r for r in results if isinstance(r, BaseException)]
         assert not errors, errors
 

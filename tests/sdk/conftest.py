@@ -16,6 +16,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +68,9 @@ class LiveServer:
         return response.json()["access_token"]
 
 
-def start_server(workdir: Path, **limits: str) -> LiveServer:
+@contextmanager
+def live_server(workdir: Path, **limits: str) -> Iterator[LiveServer]:
+    """`opsconductor standalone` on a free port with these settings, stopped (whole tree) afterwards."""
     workdir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in APP_ENV_VARS}
     env.update(
@@ -100,34 +103,26 @@ def start_server(workdir: Path, **limits: str) -> LiveServer:
     try:
         wait_until(serving, timeout=60, interval=0.05, message="opsconductor standalone to print its address")
         wait_until(healthy, timeout=60, interval=0.05, message="opsconductor standalone to be healthy")
-        return server
-    except BaseException:
+        yield server
+    finally:
         process.stop()
-        raise
 
 
-def stop_server(server: LiveServer) -> None:
-    server.process.stop()
+UNLIMITED = "100000 per minute"
 
 
 @pytest.fixture(scope="session")
 def sdk_server(tmp_path_factory) -> Iterator[LiveServer]:
-    server = start_server(tmp_path_factory.mktemp("sdk-server"), RATE_LIMIT_ADMIN="100000 per minute",
-                          RATE_LIMIT_STANDARD="100000 per minute", RATE_LIMIT_LOGIN="100000 per minute")
-    try:
+    with live_server(tmp_path_factory.mktemp("sdk-server"), RATE_LIMIT_ADMIN=UNLIMITED,
+                     RATE_LIMIT_STANDARD=UNLIMITED, RATE_LIMIT_LOGIN=UNLIMITED) as server:
         yield server
-    finally:
-        stop_server(server)
 
 
 @pytest.fixture(scope="session")
 def limited_server(tmp_path_factory) -> Iterator[LiveServer]:
-    server = start_server(tmp_path_factory.mktemp("sdk-limited"), RATE_LIMIT_ADMIN="100000 per minute",
-                          RATE_LIMIT_STANDARD="3 per minute", RATE_LIMIT_LOGIN="100000 per minute")
-    try:
+    with live_server(tmp_path_factory.mktemp("sdk-limited"), RATE_LIMIT_ADMIN=UNLIMITED,
+                     RATE_LIMIT_STANDARD="3 per minute", RATE_LIMIT_LOGIN=UNLIMITED) as server:
         yield server
-    finally:
-        stop_server(server)
 
 
 @pytest.fixture(scope="session")

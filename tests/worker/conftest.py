@@ -5,7 +5,6 @@ stays fast; tests that restart a server get their own.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -24,18 +23,9 @@ from tests.sshd import (  # noqa: E402
     HungListener,
     SshdServer,
     TestUser,
-    ensure_sshd_installed,
-    ensure_test_user,
     generate_client_key,
 )
 
-
-
-@pytest.fixture(scope="session")
-def ssh_user() -> TestUser:
-    assert os.geteuid() == 0, "runner tests need root (test user creation, private sshd)"
-    ensure_sshd_installed()
-    return ensure_test_user()
 
 
 @pytest.fixture(scope="session")
