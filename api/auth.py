@@ -1,7 +1,7 @@
 """Login, refresh and the current user; JWT loaders that answer in the error envelope."""
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, g
 from flask_jwt_extended import create_access_token, create_refresh_token, current_user
 from flask_limiter.util import get_remote_address
 
@@ -19,7 +19,7 @@ bp = Blueprint("auth", __name__, url_prefix="/api/auth")
 
 def _tokens(user: User, *, with_refresh: bool) -> TokenOut:
     settings = platform().settings
-    claims = {"role": user.role, "username": user.username}
+    claims = {"role": user.role, "username": user.username, "ver": user.token_version}
     return TokenOut(
         access_token=create_access_token(identity=str(user.id), additional_claims=claims),
         refresh_token=create_refresh_token(identity=str(user.id), additional_claims=claims) if with_refresh else None,
@@ -55,14 +55,18 @@ def register_jwt_handlers() -> None:
     @jwt.user_lookup_loader
     def _load_user(_header, payload):
         with platform().db.session(read_only=True) as session:
-            user = users.active_user(session, payload["sub"])  # None: the lookup-error 401, never a 500
+            user, g.token_refusal = users.token_user(session, payload)  # None: the lookup-error 401
             if user is not None:
                 session.expunge(user)
             return user
 
     @jwt.user_lookup_error_loader
     def _user_gone(_header, _payload):
-        return error_response(401, "The token's user no longer exists or is disabled", {})
+        reason = g.get("token_refusal", "unknown user")
+        if reason == "revoked":
+            return error_response(401, "Token has been revoked (password, role or status changed); log in again",
+                                  {"reason": "revoked"})
+        return error_response(401, "The token's user no longer exists or is disabled", {"reason": reason})
 
     @jwt.unauthorized_loader
     def _missing(reason: str):

@@ -31,7 +31,8 @@ def list_jobs(query: JobQuery):
           status=201, roles=WRITERS, errors=(403, 422))
 def create_job(body: JobIn):
     with transaction() as session:
-        return JobOut.model_validate(jobs.create_job(session, body.model_dump(), user_id=current_user.id))
+        return JobOut.model_validate(jobs.create_job(session, body.model_dump(), user_id=current_user.id,
+                                                          role=current_user.role))
 
 
 @bp.get("/<job_id>")
@@ -46,7 +47,8 @@ def get_job(job_id: str):
           roles=WRITERS, errors=(404, 409, 422))
 def update_job(job_id: str, body: JobUpdate):
     with transaction() as session:
-        return JobOut.model_validate(jobs.update_job(session, job_id, body.model_dump(exclude_unset=True)))
+        return JobOut.model_validate(jobs.update_job(session, job_id, body.model_dump(exclude_unset=True),
+                                                          user_id=current_user.id, role=current_user.role))
 
 
 @bp.delete("/<job_id>")

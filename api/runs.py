@@ -28,7 +28,7 @@ def publish(events: list) -> None:
 def execute_job(job_id: str, body: ExecuteIn):
     with transaction() as session:
         execution, events = executions.execute_job(session, job_id, target_ids=body.target_ids,
-                                                   user_id=current_user.id)
+                                                   user_id=current_user.id, role=current_user.role)
         result = ExecutionOut.model_validate(execution)
     publish(events)
     p = platform()

@@ -65,5 +65,5 @@ def reset_host_key(target_ref: str):
           errors=(404, 409, 422))
 def delete_target(target_ref: str):
     with transaction() as session:
-        targets.archive_target(session, target_ref)
+        targets.archive_target(session, target_ref, role=current_user.role)
     return "", 204

@@ -13,11 +13,11 @@ import time
 from flask import Blueprint, request
 from flask_jwt_extended import decode_token
 from simple_websocket import ConnectionClosed
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.context import platform
 from api.extensions import sock
 from common import serials
-from common.models import User
 from common.services import users
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ POLICY_VIOLATION = 1008
 AUTH_WAIT_SECONDS = 10.0
 IDLE_POLL_SECONDS = 0.5
 SUBSCRIBE_WAIT_SECONDS = 5.0
+REVALIDATE_SECONDS = 5.0  # how late a revoked token or a deactivated user loses its socket (issue 9: ≤ 10 s)
 
 
 def _bearer() -> str | None:
@@ -36,17 +37,26 @@ def _bearer() -> str | None:
     return request.args.get("token")
 
 
-def _user_for(token: str | None) -> User | None:
+def _claims_for(token: str | None) -> dict | None:
+    """The verified claims of a usable access token, or None."""
     if not token:
         return None
     try:
         claims = decode_token(token)
     except Exception:
         return None
-    if claims.get("type") != "access":
+    if claims.get("type") != "access" or _refusal(claims) is not None:
         return None
+    return claims
+
+
+def _refusal(claims: dict) -> str | None:
+    """Why the token no longer stands for an active user (expired, revoked, disabled …), or None."""
+    if time.time() >= claims.get("exp", 0):
+        return "token expired"
     with platform().db.session(read_only=True) as session:
-        return users.active_user(session, claims.get("sub", ""))
+        user, reason = users.token_user(session, claims)
+    return None if user is not None else f"token {reason}" if reason == "revoked" else f"user {reason}"
 
 
 def _first_message_token(ws) -> str | None:
@@ -139,10 +149,10 @@ def executions_stream(ws):
     except Exception as exc:
         _refuse(ws, POLICY_VIOLATION, str(getattr(exc, "message", "invalid filter")))
         return
-    user = _user_for(_bearer())
-    if user is None and not request.headers.get("Authorization") and "token" not in request.args:
-        user = _user_for(_first_message_token(ws))
-    if user is None:
+    claims = _claims_for(_bearer())
+    if claims is None and not request.headers.get("Authorization") and "token" not in request.args:
+        claims = _claims_for(_first_message_token(ws))
+    if claims is None:
         _refuse(ws, POLICY_VIOLATION, "authentication required")
         return
     bus = platform().events
@@ -157,9 +167,21 @@ def executions_stream(ws):
             _refuse(ws, 1011, "events unavailable")
             return
         ws.send(json.dumps({"type": "subscribed", "data": filters}))
-        log.info("websocket subscribed user=%s filters=%s", user.username, filters)
+        log.info("websocket subscribed user=%s filters=%s", claims.get("username"), filters)
         relay = OrderedRelay(lambda event: ws.send(json.dumps(event)))
+        revalidate_at = time.monotonic() + REVALIDATE_SECONDS
         while ws.connected:
+            if time.monotonic() >= revalidate_at:  # a password, role or status change, or expiry, ends the socket
+                try:
+                    refusal = _refusal(claims)
+                except SQLAlchemyError:  # the database is away: keep the socket, look again next round
+                    log.warning("websocket revalidation failed; retrying", exc_info=True)
+                    refusal = None
+                if refusal is not None:
+                    log.info("websocket closed user=%s reason=%s", claims.get("username"), refusal)
+                    _refuse(ws, POLICY_VIOLATION, refusal)
+                    break
+                revalidate_at = time.monotonic() + REVALIDATE_SECONDS
             due = relay.next_due()
             wait = IDLE_POLL_SECONDS if due is None else max(0.0, min(IDLE_POLL_SECONDS, due - time.monotonic()))
             event = subscription.get(timeout=wait)

@@ -43,6 +43,7 @@ class ErrorType(StrEnum):
     COMMAND_FAILED = "command_failed"
     WORKER_LOST = "worker_lost"
     CANCELLED = "cancelled"
+    CREDENTIAL_NOT_ALLOWED = "credential_not_allowed"
 
 
 BRANCH_TERMINAL = frozenset({BranchStatus.COMPLETED, BranchStatus.FAILED, BranchStatus.TIMED_OUT, BranchStatus.CANCELLED})

@@ -66,14 +66,19 @@ def _spec(rt: WorkerRuntime, work: svc.ClaimedBranch) -> ConnectionSpec:
     cred = work.credential
     if cred is None:
         raise ConnectError(ErrorType.AUTH_FAILED, "the target has no credential")
-    secret = rt.box.decrypt(cred["secret_encrypted"])
-    passphrase = rt.box.decrypt(cred["passphrase_encrypted"]) if cred["passphrase_encrypted"] else None
+    # checked again here, before anything is decrypted: rows written by hand or before the rule
+    if not cred.allowed_for(work.host, work.port):
+        raise ConnectError(ErrorType.CREDENTIAL_NOT_ALLOWED,
+                           f"credential {cred.credential_id} is not allowed for {work.host}:{work.port}; "
+                           "an administrator must add the address to its allowed_hosts or re-save the target")
+    secret = rt.box.decrypt(cred.secret_encrypted)
+    passphrase = rt.box.decrypt(cred.passphrase_encrypted) if cred.passphrase_encrypted else None
     return ConnectionSpec(
-        host=work.host, port=work.port, username=cred["username"],
-        password=secret if cred["auth_type"] == "password" else None,
-        private_key=secret if cred["auth_type"] == "key" else None, passphrase=passphrase,
+        host=work.host, port=work.port, username=cred.username,
+        password=secret if cred.auth_type == "password" else None,
+        private_key=secret if cred.auth_type == "key" else None, passphrase=passphrase,
         known_host_key=work.host_key, connect_timeout=rt.settings.ssh_connect_timeout,
-        credential_version=cred["version"])
+        credential_version=cred.version)
 
 
 def _open(rt: WorkerRuntime, work: svc.ClaimedBranch) -> Session:

@@ -1,11 +1,18 @@
 """Credentials: secrets go in, never come out."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from api.schemas.base import InModel, Omittable, OutModel, PageQuery, Secret, UTCTime
+from common.services.access import MAX_ALLOWED_HOSTS, normalize_allowed_host
+
+AllowedHost = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(normalize_allowed_host)]
+AllowedHosts = Annotated[list[AllowedHost], Field(
+    max_length=MAX_ALLOWED_HOSTS,
+    description="CIDRs (10.0.0.0/8, 2001:db8::/32) and hostname globs (*.prod.example.com) operators may "
+                "attach this credential to; empty: administrators only")]
 
 
 class CredentialIn(InModel):
@@ -16,6 +23,7 @@ class CredentialIn(InModel):
     passphrase: Secret | None = Field(None, max_length=1024)
     password: Secret | None = Field(None, max_length=1024, validate_default=True)
     description: str | None = Field(None, max_length=2000)
+    allowed_hosts: AllowedHosts = Field(default_factory=list)
 
     # a field validator (not a model validator) so that the 422 names the missing field
     @field_validator("private_key", "password")
@@ -36,6 +44,7 @@ class CredentialUpdate(InModel):
     passphrase: Secret | None = Field(None, max_length=1024)
     password: Secret | None = Field(None, max_length=1024)
     description: str | None = Field(None, max_length=2000)
+    allowed_hosts: AllowedHosts = Omittable()
 
 
 class CredentialOut(OutModel):
@@ -45,6 +54,7 @@ class CredentialOut(OutModel):
     auth_type: str
     has_passphrase: bool
     description: str | None
+    allowed_hosts: list[str]
     created_at: UTCTime
     updated_at: UTCTime
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlalchemy import String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from common.models.base import Base, UTCDateTime, utcnow
+from common.models.base import Base, JSONType, UTCDateTime, utcnow
 
 
 class Credential(Base):
@@ -19,6 +19,8 @@ class Credential(Base):
     secret_encrypted: Mapped[str] = mapped_column(Text)
     passphrase_encrypted: Mapped[str | None] = mapped_column(Text)
     description: Mapped[str | None] = mapped_column(Text)
+    # CIDRs and hostname globs operators may point this credential at; empty: administrators only
+    allowed_hosts: Mapped[list] = mapped_column(JSONType, default=list, server_default="[]")
     version: Mapped[int] = mapped_column(default=1)  # bumped on every secret change: invalidates pooled connections
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

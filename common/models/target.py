@@ -34,6 +34,8 @@ class Target(Base):
     description: Mapped[str | None] = mapped_column(Text)
     host_key: Mapped[str | None] = mapped_column(Text)  # "ssh-ed25519 AAAA..." pinned on first connect
     host_key_fingerprint: Mapped[str | None] = mapped_column(String(128))
+    # "credential_id@host:port" an administrator approved (common/services/access.py)
+    credential_grant: Mapped[str | None] = mapped_column(String(400))
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

@@ -26,13 +26,14 @@ def _validate_secret(auth_type: str, private_key: str | None, password: str | No
 
 def create_credential(session: Session, box: SecretBox, *, name: str, username: str, auth_type: str,
                       private_key: str | None = None, password: str | None = None,
-                      passphrase: str | None = None, description: str | None = None) -> Credential:
+                      passphrase: str | None = None, description: str | None = None,
+                      allowed_hosts: list[str] | None = None) -> Credential:
     if session.scalar(select(Credential.id).where(Credential.name == name)) is not None:
         raise Conflict(f"credential {name!r} already exists", {"field": "name", "received": name})
     secret = _validate_secret(auth_type, private_key, password)
     cred = Credential(name=name, username=username, auth_type=auth_type, secret_encrypted=box.encrypt(secret),
                       passphrase_encrypted=box.encrypt(passphrase) if passphrase else None,
-                      description=description)
+                      description=description, allowed_hosts=list(allowed_hosts or []))
     session.add(cred)
     session.flush()
     return cred
@@ -56,7 +57,7 @@ def update_credential(session: Session, box: SecretBox, credential_id: int, chan
         if session.scalar(select(Credential.id).where(Credential.name == changes["name"])) is not None:
             raise Conflict(f"credential {changes['name']!r} already exists", {"field": "name"})
         cred.name = changes["name"]
-    for field in ("username", "description"):
+    for field in ("username", "description", "allowed_hosts"):
         if field in changes:
             setattr(cred, field, changes[field])
     secret_fields = {"auth_type", "private_key", "password", "passphrase"} & changes.keys()

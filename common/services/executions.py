@@ -13,12 +13,13 @@ from sqlalchemy.orm import Session, selectinload
 
 from common import serials
 from common.db import Database
-from common.errors import Conflict, NotFound, ValidationFailed
-from common.models import Branch, BranchStep, Credential, Execution, Job, Target, utcnow
+from common.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from common.models import Branch, BranchStep, Credential, Execution, Job, Target, User, utcnow
 from common.models.base import rfc3339
+from common.services import access
 from common.services.jobs import resolve_targets
 from common.services.refs import job_by_ref
-from common.statuses import BRANCH_ACTIVE, BranchStatus, ErrorType, ExecutionStatus, JobStatus
+from common.statuses import BRANCH_ACTIVE, BranchStatus, ErrorType, ExecutionStatus, JobStatus, Role
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +49,17 @@ def _branch_completed(branch_serial: str, target_serial_ref: str, status: str, e
 
 # ---- start ---------------------------------------------------------------------------------------
 
-def start_execution(session: Session, job: Job, *, target_ids: list[int] | None = None, trigger: str = "manual",
-                    user_id: int | None = None) -> Execution:
-    """Create the execution and one queued branch per target in the caller's transaction."""
+def start_execution(session: Session, job: Job, *, role: str, target_ids: list[int] | None = None,
+                    trigger: str = "manual", user_id: int | None = None) -> Execution:
+    """Create the execution and one queued branch per target in the caller's transaction. `role` is
+    the one acting: the user who executes, or for a scheduled firing the job's last writer."""
     if job.archived_at is not None:
         raise Conflict("Job is archived and cannot run", {"job_serial": job.job_serial})
     ids = target_ids if target_ids is not None else job.target_ids
     if not ids:
         raise ValidationFailed("No targets: give target_ids or set them on the job", {"field": "target_ids"})
     targets = resolve_targets(session, ids)
+    access.require_admin_for_local(targets, role, "run on")
     disabled = [t.id for t in targets if not t.enabled]
     if disabled:
         raise ValidationFailed("Disabled targets cannot run", {"field": "target_ids", "received": disabled})
@@ -105,6 +108,26 @@ def set_dispatched(session: Session, branch_ids: list[int], when: datetime | Non
 
 # ---- claim / run / finish ------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class ClaimedCredential:
+    """A branch's credential as stored: secrets still encrypted, with the rule for where it may go."""
+
+    credential_id: int
+    username: str
+    auth_type: str  # key | password
+    secret_encrypted: str
+    passphrase_encrypted: str | None
+    version: str  # "id:version", part of the SSH pool key
+    allowed_hosts: list[str]
+    grant: str | None  # the target's administrator-approved pairing
+
+    def allowed_for(self, host: str, port: int) -> bool:
+        return access.may_use_credential(self.credential_id, self.allowed_hosts, self.grant, host, port)
+
+    def __repr__(self) -> str:
+        return f"ClaimedCredential(id={self.credential_id}, username={self.username!r})"
+
+
 @dataclass
 class ClaimedBranch:
     """What a worker needs to run a branch, loaded once so no session is held across SSH I/O."""
@@ -118,7 +141,7 @@ class ClaimedBranch:
     host: str
     port: int
     host_key: str | None
-    credential: dict[str, Any] | None  # username, auth_type, secret_encrypted, passphrase_encrypted, version
+    credential: ClaimedCredential | None
     started_at: datetime
     actions: list[dict[str, Any]] = field(default_factory=list)
 
@@ -136,8 +159,8 @@ _CLAIM = (update(_B).where(_B.c.id.in_(bindparam("b_ids", expanding=True)), _B.c
 _b = _B.alias("b")
 _LOAD = (select(_b.c.id.label("branch_id"), _b.c.branch_serial, _b.c.target_serial_ref, _E.c.execution_serial,
                 _E.c.actions, _T.c.id.label("target_id"), _T.c.target_serial, _T.c.connection, _T.c.ip_address,
-                _T.c.hostname, _T.c.port, _T.c.host_key, _C.c.id.label("cred_id"), _C.c.username, _C.c.auth_type,
-                _C.c.secret_encrypted, _C.c.passphrase_encrypted, _C.c.version)
+                _T.c.hostname, _T.c.port, _T.c.host_key, _T.c.credential_grant, _C.c.id.label("cred_id"), _C.c.username,
+                _C.c.auth_type, _C.c.secret_encrypted, _C.c.passphrase_encrypted, _C.c.version, _C.c.allowed_hosts)
          .select_from(_b.join(_E, _E.c.id == _b.c.execution_id).join(_T, _T.c.id == _b.c.target_id)
                       .outerjoin(_C, _C.c.id == _T.c.credential_id))
          .where(_b.c.id.in_(bindparam("b_ids", expanding=True))))
@@ -192,9 +215,11 @@ def _claimed(row: Any, now: datetime) -> tuple[ClaimedBranch, list[Event]]:
         branch_id=row.branch_id, branch_serial=row.branch_serial, execution_serial=row.execution_serial,
         target_id=row.target_id, target_serial=row.target_serial, connection=row.connection,
         host=row.ip_address or row.hostname or "", port=row.port, host_key=row.host_key,
-        credential=None if row.cred_id is None else {
-            "username": row.username, "auth_type": row.auth_type, "secret_encrypted": row.secret_encrypted,
-            "passphrase_encrypted": row.passphrase_encrypted, "version": f"{row.cred_id}:{row.version}"},
+        credential=None if row.cred_id is None else ClaimedCredential(
+            credential_id=row.cred_id, username=row.username, auth_type=row.auth_type,
+            secret_encrypted=row.secret_encrypted, passphrase_encrypted=row.passphrase_encrypted,
+            version=f"{row.cred_id}:{row.version}", allowed_hosts=list(row.allowed_hosts or []),
+            grant=row.credential_grant),
         started_at=now, actions=row.actions)
     return work, [("branch_started", {
         "branch_serial": row.branch_serial, "execution_serial": row.execution_serial,
@@ -397,10 +422,12 @@ def fire_scheduled_job(session: Session, job_id: int) -> tuple[Execution | None,
     if not won:
         return None, []
     job = session.get(Job, job_id, populate_existing=True)
+    writer = session.get(User, job.updated_by) if job.updated_by is not None else None
+    role = writer.role if writer is not None and writer.is_active else Role.VIEWER
     try:
         with session.begin_nested():
-            execution = start_execution(session, job, trigger="schedule")
-    except (ValidationFailed, Conflict) as exc:
+            execution = start_execution(session, job, role=role, trigger="schedule")
+    except (ValidationFailed, Conflict, Forbidden) as exc:
         log.warning("scheduled job could not start job=%s reason=%s", job.job_serial, exc.message)
         job.status = JobStatus.FAILED
         return None, []

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from common import serials
 from common.errors import Conflict, ValidationFailed
 from common.models import Job, JobAction, Target, job_targets, utcnow
+from common.services import access
 from common.services.pagination import Page, PageRequest, contains, paginate
 from common.services.refs import id_in_range, job_by_ref
 from common.statuses import JobStatus
@@ -45,15 +46,15 @@ def _set_actions(session: Session, job: Job, actions: list[dict]) -> None:
     job.actions = [JobAction(position=i + 1, **a) for i, a in enumerate(actions)]
 
 
-def _set_targets(session: Session, job: Job, target_ids: list[int]) -> None:
-    resolve_targets(session, target_ids)
+def _set_targets(session: Session, job: Job, target_ids: list[int], role: str) -> None:
+    access.require_admin_for_local(resolve_targets(session, target_ids), role, "list")
     session.execute(delete(job_targets).where(job_targets.c.job_id == job.id))
     if target_ids:
         session.execute(insert(job_targets), [{"job_id": job.id, "target_id": t, "position": i + 1}
                                               for i, t in enumerate(target_ids)])
 
 
-def create_job(session: Session, values: dict, *, user_id: int | None) -> Job:
+def create_job(session: Session, values: dict, *, user_id: int | None, role: str) -> Job:
     scheduled_at = values.get("scheduled_at")
     _check_schedule(scheduled_at)
     target_ids = values.get("target_ids") or []
@@ -63,11 +64,11 @@ def create_job(session: Session, values: dict, *, user_id: int | None) -> Job:
     job = Job(name=values["name"], description=values.get("description"),
               job_type=values.get("job_type") or "command", scheduled_at=scheduled_at,
               status=JobStatus.SCHEDULED if scheduled_at else JobStatus.READY, created_by=user_id,
-              created_at=now, updated_at=now, job_serial=serials.allocate_job_serial(session, now))
+              updated_by=user_id, created_at=now, updated_at=now, job_serial=serials.allocate_job_serial(session, now))
     _set_actions(session, job, values["actions"])
     session.add(job)
     session.flush()
-    _set_targets(session, job, target_ids)
+    _set_targets(session, job, target_ids, role)
     session.flush()
     session.refresh(job, ["targets"])
     return job
@@ -80,15 +81,17 @@ def live_job(session: Session, ref: str) -> Job:
     return job
 
 
-def update_job(session: Session, ref: str, values: dict) -> Job:
+def update_job(session: Session, ref: str, values: dict, *, user_id: int | None, role: str) -> Job:
     job = live_job(session, ref)
+    # whoever edits a job that runs on a local target decides what runs on the platform's own host
+    access.require_admin_for_local(job.targets, role, "change jobs that run on")
     for key in ("name", "description", "job_type"):
         if key in values:
             setattr(job, key, values[key])
     if "actions" in values:
         _set_actions(session, job, values["actions"])
     if "target_ids" in values:
-        _set_targets(session, job, values["target_ids"] or [])
+        _set_targets(session, job, values["target_ids"] or [], role)
     if "scheduled_at" in values:
         _check_schedule(values["scheduled_at"])
         job.scheduled_at = values["scheduled_at"]
@@ -101,6 +104,7 @@ def update_job(session: Session, ref: str, values: dict) -> Job:
             select(job_targets.c.target_id).where(job_targets.c.job_id == job.id).limit(1)):
         raise ValidationFailed("A scheduled job needs target_ids", {"field": "target_ids"})
     job.updated_at = utcnow()
+    job.updated_by = user_id
     session.flush()
     session.refresh(job, ["targets", "actions"])
     return job

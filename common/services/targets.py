@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from common import serials
 from common.errors import Conflict, Forbidden, ValidationFailed
 from common.models import Credential, Target, utcnow
+from common.services import access
 from common.services.pagination import Page, PageRequest, contains, paginate
 from common.services.refs import id_in_range, target_by_ref
 from common.statuses import Role
@@ -18,35 +19,63 @@ EDITABLE = ("name", "ip_address", "hostname", "port", "credential_id", "connecti
             "description")
 
 
-def _check(session: Session, values: dict, role: str, current: Target | None = None) -> None:
+def _connect_address(values: dict, current: Target | None) -> str | None:
+    """The address a worker will connect to once `values` are applied (ip_address first)."""
+    merged = {k: values.get(k, getattr(current, k, None)) for k in ("ip_address", "hostname")}
+    return merged["ip_address"] or merged["hostname"]
+
+
+def _check(session: Session, values: dict, role: str, current: Target | None = None) -> Credential | None:
+    """Validate a create or an update; returns the target's credential when the change needs its
+    pairing (re)approved. Operators may neither touch local targets nor point a credential at an
+    address off its allowed_hosts list."""
     connection = values.get("connection", current.connection if current else "ssh")
-    if connection == "local" and role != Role.ADMIN:
-        raise Forbidden("Only administrators may create local targets", {"field": "connection"})
+    if role != Role.ADMIN and (connection == "local" or (current is not None and current.connection == "local")):
+        raise Forbidden("Local targets are the platform's own hosts; only administrators may create or change them",
+                        {"field": "connection"})
+    address = _connect_address(values, current)
+    credential_id = values.get("credential_id", current.credential_id if current else None)
     if connection == "ssh":
-        address = values.get("ip_address", current.ip_address if current else None) or \
-            values.get("hostname", current.hostname if current else None)
         if not address:
             raise ValidationFailed("An SSH target needs ip_address or hostname", {"field": "ip_address"})
-        credential_id = values.get("credential_id", current.credential_id if current else None)
         if credential_id is None:
             raise ValidationFailed("An SSH target needs credential_id", {"field": "credential_id"})
-    credential_id = values.get("credential_id")
-    if credential_id is not None and (not id_in_range(credential_id)
-                                      or session.get(Credential, credential_id) is None):
-        raise ValidationFailed("Credential does not exist",
-                               {"field": "credential_id", "received": values["credential_id"]})
+    credential = None
+    if credential_id is not None and (current is None or {"ip_address", "hostname", "port",
+                                                          "credential_id"} & values.keys()):
+        credential = session.get(Credential, credential_id) if id_in_range(credential_id) else None
+        if credential is None:
+            raise ValidationFailed("Credential does not exist", {"field": "credential_id", "received": credential_id})
+        if role != Role.ADMIN and connection == "ssh" and not access.address_allowed(credential.allowed_hosts,
+                                                                                     address):
+            raise Forbidden(f"Credential {credential.name!r} may not be used for {address}: an administrator "
+                            "must add the address to its allowed_hosts",
+                            {"field": "credential_id", "credential_id": credential_id, "address": address})
     name = values.get("name")
     if name is not None and (current is None or name != current.name):
         taken = session.scalar(select(Target.id).where(Target.name == name, Target.archived_at.is_(None)))
         if taken is not None:
             raise Conflict(f"target name {name!r} is taken", {"field": "name", "received": name})
+    return credential
+
+
+def _grant(target: Target, credential: Credential | None, role: str) -> None:
+    """Record an administrator's approval of the (credential, address, port) pairing; any other
+    writer's change leaves only the allowed_hosts list to vouch for it."""
+    if credential is None:
+        return
+    address = target.ip_address or target.hostname
+    target.credential_grant = (access.credential_grant(credential.id, address, target.port)
+                               if role == Role.ADMIN and target.connection == "ssh" and address else None)
 
 
 def create_target(session: Session, values: dict, *, user_id: int | None, role: str) -> Target:
-    _check(session, values, role)
+    credential = _check(session, values, role)
     now = utcnow()
     target = Target(**{k: v for k, v in values.items() if k in EDITABLE}, created_by=user_id, created_at=now,
                     updated_at=now, target_serial=serials.allocate_target_serial(session, now))
+    target.port = target.port or 22
+    _grant(target, credential, role)
     session.add(target)
     session.flush()
     return target
@@ -54,12 +83,13 @@ def create_target(session: Session, values: dict, *, user_id: int | None, role: 
 
 def update_target(session: Session, ref: str, values: dict, *, role: str) -> Target:
     target = live_target(session, ref)
-    _check(session, values, role, target)
+    credential = _check(session, values, role, target)
     for key in EDITABLE:
         if key in values:
             setattr(target, key, values[key])
     if {"ip_address", "hostname", "port"} & values.keys():
         target.host_key = target.host_key_fingerprint = None  # a new address is a new host: trust it afresh
+    _grant(target, credential, role)
     session.flush()
     return target
 
@@ -79,8 +109,11 @@ def reset_host_key(session: Session, ref: str) -> Target:
     return target
 
 
-def archive_target(session: Session, ref: str) -> None:
+def archive_target(session: Session, ref: str, *, role: str) -> None:
     target = live_target(session, ref)
+    if target.connection == "local" and role != Role.ADMIN:
+        raise Forbidden("Local targets are the platform's own hosts; only administrators may archive them",
+                        {"target_serial": target.target_serial})
     target.archived_at = utcnow()
     target.enabled = False
     session.flush()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -20,9 +20,14 @@ MIN_PASSWORD = 8
 _DUMMY_HASH = generate_password_hash("not-a-real-password")
 
 
+def by_username(session: Session, username: str) -> User | None:
+    """Usernames are one namespace without regard to case (`Op1` is `op1`)."""
+    return session.scalar(select(User).where(func.lower(User.username) == username.lower()))
+
+
 def create_user(session: Session, username: str, password: str, role: str = Role.OPERATOR) -> User:
     _check_password(password)
-    if session.scalar(select(User.id).where(User.username == username)) is not None:
+    if by_username(session, username) is not None:
         raise Conflict(f"user {username!r} already exists", {"field": "username", "received": username})
     user = User(username=username, password_hash=generate_password_hash(password), role=Role(role).value)
     session.add(user)
@@ -36,7 +41,7 @@ def _check_password(password: str) -> None:
 
 
 def authenticate(session: Session, username: str, password: str) -> User | None:
-    user = session.scalar(select(User).where(User.username == username))
+    user = by_username(session, username)
     if user is None:
         check_password_hash(_DUMMY_HASH, password)
         return None
@@ -45,13 +50,21 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
     return user
 
 
-def active_user(session: Session, subject: str) -> User | None:
-    """The active user a token's subject names, or None (not a user id of ours, gone, or disabled)."""
-    subject = str(subject)
-    if not (subject.isascii() and subject.isdigit() and id_in_range(int(subject))):
-        return None
-    user = session.get(User, int(subject))
-    return user if user is not None and user.is_active else None
+def token_user(session: Session, claims: dict) -> tuple[User | None, str]:
+    """The active user a token stands for, or None and why: "unknown user" (not a user id of ours,
+    or gone), "disabled", or "revoked" (issued before the user's last password, role or
+    active-flag change)."""
+    subject = str(claims.get("sub", ""))
+    user = None
+    if subject.isascii() and subject.isdigit() and id_in_range(int(subject)):
+        user = session.get(User, int(subject))
+    if user is None:
+        return None, "unknown user"
+    if not user.is_active:
+        return None, "disabled"
+    if claims.get("ver") != user.token_version:
+        return None, "revoked"
+    return user, "ok"
 
 
 def get_user(session: Session, user_id: int) -> User:
@@ -68,22 +81,42 @@ def list_users(session: Session, req: PageRequest) -> Page:
 
 def update_user(session: Session, user_id: int, *, password: str | None = None, role: str | None = None,
                 is_active: bool | None = None) -> User:
+    """A password, role or active-flag change revokes every token issued before it."""
     user = get_user(session, user_id)
+    if (role not in (None, Role.ADMIN) or is_active is False) and user.role == Role.ADMIN and user.is_active:
+        _keep_an_admin(session, user)
+    changed = False
     if password is not None:
         _check_password(password)
         user.password_hash = generate_password_hash(password)
-    if role is not None:
+        changed = True
+    if role is not None and role != user.role:
         user.role = Role(role).value
-    if is_active is not None:
+        changed = True
+    if is_active is not None and is_active != user.is_active:
         user.is_active = is_active
+        changed = True
+    if changed:
+        user.token_version += 1
     session.flush()
     return user
+
+
+def _keep_an_admin(session: Session, leaving: User) -> None:
+    """409 when `leaving` is the last active admin. The active admins' rows are locked first, so
+    two admins demoting each other at once cannot both pass (SQLite serializes writers anyway)."""
+    others = session.scalars(select(User.id).where(User.role == Role.ADMIN, User.is_active.is_(True))
+                             .order_by(User.id).with_for_update()).all()
+    if [i for i in others if i != leaving.id]:
+        return
+    raise Conflict("The last active administrator cannot be demoted or deactivated; make another admin first",
+                   {"user_id": leaving.id})
 
 
 def ensure_admin(session: Session, username: str, password: str | None) -> str | None:
     """Create or reset the start-up admin. Returns a generated password when none was given and the
     admin is new (the caller prints it once), else None."""
-    user = session.scalar(select(User).where(User.username == username))
+    user = by_username(session, username)
     generated = None
     if password is None:
         if user is not None:
@@ -91,9 +124,11 @@ def ensure_admin(session: Session, username: str, password: str | None) -> str |
         password = generated = secrets.token_urlsafe(12)
     if user is None:
         create_user(session, username, password, Role.ADMIN)
-    else:
+    elif not (user.role == Role.ADMIN and user.is_active and check_password_hash(user.password_hash, password)):
+        # a real reset revokes earlier tokens; a restart with the same password (every process does it) does not
         user.password_hash = generate_password_hash(password)
         user.role = Role.ADMIN.value
         user.is_active = True
+        user.token_version += 1
     log.info("admin user ensured username=%s", username)
     return generated

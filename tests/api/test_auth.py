@@ -30,7 +30,7 @@ def _user_id(client, headers) -> int:
 def _claims(user_id: int, role: str = "admin", **extra) -> dict:
     now = int(time.time())
     claims = {"sub": str(user_id), "type": "access", "fresh": False, "jti": str(uuid.uuid4()), "iat": now,
-              "nbf": now, "exp": now + 600, "role": role, "username": role}
+              "nbf": now, "exp": now + 600, "role": role, "username": role, "ver": 0}
     claims.update(extra)
     return claims
 

@@ -153,7 +153,8 @@ def test_local_target_is_admin_only(client, admin, operator, db):
     assert response.get_json()["credential_id"] is None
 
 
-def test_operator_may_create_ssh_targets_viewer_may_not(client, operator, viewer, cred):
+def test_operator_may_create_ssh_targets_viewer_may_not(client, operator, viewer, make):
+    cred = make.credential(allowed_hosts=["10.0.0.0/24"])
     assert _post(client, operator, name="op", ip_address="10.0.0.2", credential_id=cred["id"]).status_code == 201
     assert_error(_post(client, viewer, name="vw", ip_address="10.0.0.3", credential_id=cred["id"]), 403)
 
@@ -308,7 +309,7 @@ def test_duplicate_name_lost_to_a_concurrent_insert_is_409(pg_db):
         admin_id = create_user(session, "racer", "password-123", "admin").id
     app = create_app(make_settings(pg_db.url), db=pg_db)
     with app.app_context():
-        token = create_access_token(identity=str(admin_id), additional_claims={"role": "admin"})
+        token = create_access_token(identity=str(admin_id), additional_claims={"role": "admin", "ver": 0})
     client = app.test_client()
 
     conn = pg_db.engine.connect()

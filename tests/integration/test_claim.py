@@ -33,8 +33,8 @@ def branch_ids(db) -> Iterator[list[int]]:
                                       "credential_id": cred.id}, user_id=None, role="admin")
         local = create_target(session, {"name": "claim-local", "connection": "local"}, user_id=None, role="admin")
         job = create_job(session, {"name": "claim-job", "target_ids": [ssh.id, local.id], "actions": ACTIONS},
-                         user_id=None)
-        execution = start_execution(session, session.get(Job, job.id))
+                         user_id=None, role="admin")
+        execution = start_execution(session, session.get(Job, job.id), role="admin")
         serial, ids = execution.execution_serial, [b.id for b in execution.branches]
     yield ids
     end_execution(db, serial)

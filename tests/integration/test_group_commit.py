@@ -29,8 +29,9 @@ def queued(pg_url):
                                  role="admin") for _ in range(BRANCHES)]
         job = create_job(session, {"name": unique("fin"), "target_ids": [t.id for t in targets],
                                    "actions": [{"action_type": "command", "action_name": "noop",
-                                                "action_parameters": {"command": "true"}}]}, user_id=None)
-        execution = start_execution(session, session.get(Job, job.id))
+                                                "action_parameters": {"command": "true"}}]},
+                         user_id=None, role="admin")
+        execution = start_execution(session, session.get(Job, job.id), role="admin")
         serial, ids = execution.execution_serial, [b.id for b in execution.branches]
     yield db, serial, ids
     end_execution(db, serial)

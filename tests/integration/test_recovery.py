@@ -149,7 +149,7 @@ def race_job(engine_db) -> int:
                                    "actions": [{"action_type": "command", "action_name": "noop",
                                                 "action_parameters": {"command": "true"},
                                                 "timeout_seconds": None, "continue_on_error": False}]},
-                         user_id=None)
+                         user_id=None, role="admin")
         return job.id
 
 
@@ -162,7 +162,7 @@ def test_branches_finishing_at_the_same_instant_close_the_execution_exactly_once
     db = Database(pg_url, pool_size=2 * BRANCHES + 2, max_overflow=0)
     try:
         with db.session() as session:
-            execution = start_execution(session, session.get(Job, race_job))
+            execution = start_execution(session, session.get(Job, race_job), role="admin")
             serial, branch_ids = execution.execution_serial, [b.id for b in execution.branches]
         for branch_id in branch_ids:
             with db.session() as session:
@@ -224,7 +224,7 @@ def test_execution_whose_closing_check_never_ran_is_closed_by_the_sweep(engine_d
                                                                         default_worker, events):
     """The process that finished the last branch died between its commit and its closing check."""
     with engine_db.session() as session:
-        execution = start_execution(session, session.get(Job, race_job))
+        execution = start_execution(session, session.get(Job, race_job), role="admin")
         serial, branch_ids = execution.execution_serial, [b.id for b in execution.branches]
     for branch_id in branch_ids:
         with engine_db.session() as session:
@@ -243,12 +243,13 @@ def test_execution_whose_closing_check_never_ran_is_closed_by_the_sweep(engine_d
 
 def test_editing_a_job_never_changes_an_execution_already_started(engine_db, race_job):
     with engine_db.session() as session:
-        execution = start_execution(session, session.get(Job, race_job))
+        execution = start_execution(session, session.get(Job, race_job), role="admin")
         branch_id = execution.branches[0].id
     with engine_db.session() as session:
         update_job(session, str(race_job), {"actions": [{"action_type": "command", "action_name": "edited",
                                                          "action_parameters": {"command": "echo edited"},
-                                                         "timeout_seconds": None, "continue_on_error": False}]})
+                                                         "timeout_seconds": None, "continue_on_error": False}]},
+                   user_id=None, role="admin")
     with engine_db.session() as session:
         work, _ = claim_branch(session, branch_id, "snapshot-test")
     assert [(a["action_name"], a["parameters"]) for a in work.actions] == [("noop", {"command": "true"})]

@@ -41,7 +41,7 @@ def _create_many(url: str, tag: str, barrier, results) -> None:
         made = []
         for i in range(PER_PROCESS):
             with db.session() as session:
-                job = create_job(session, {"name": f"{tag}-{i}", "actions": [ACTION]}, user_id=None)
+                job = create_job(session, {"name": f"{tag}-{i}", "actions": [ACTION]}, user_id=None, role="admin")
                 made.append(job.job_serial)
             with db.session() as session:
                 target = create_target(session, {"name": f"{tag}-{i}", "connection": "local"},
@@ -117,14 +117,14 @@ def test_concurrent_creation_from_several_processes_gives_consecutive_unique_ser
 def test_job_counter_past_9999_grows_to_five_digits(pg_db):
     year = _year()
     with pg_db.session() as session:
-        first = create_job(session, {"name": "first", "actions": [ACTION]}, user_id=None)
+        first = create_job(session, {"name": "first", "actions": [ACTION]}, user_id=None, role="admin")
     assert first.job_serial == f"J{year}0001"
     with pg_db.engine.begin() as conn:
         conn.execute(text("UPDATE serial_counters SET value = 9999 WHERE scope = :s"), {"s": f"J{year}"})
     with pg_db.session() as session:
-        grown = create_job(session, {"name": "grown", "actions": [ACTION]}, user_id=None)
+        grown = create_job(session, {"name": "grown", "actions": [ACTION]}, user_id=None, role="admin")
     with pg_db.session() as session:
-        after = create_job(session, {"name": "after", "actions": [ACTION]}, user_id=None)
+        after = create_job(session, {"name": "after", "actions": [ACTION]}, user_id=None, role="admin")
     assert grown.job_serial == f"J{year}10000"
     assert after.job_serial == f"J{year}10001"
     assert serials.require("job_serial", grown.job_serial) == grown.job_serial
@@ -161,7 +161,7 @@ def test_year_is_the_utc_year_of_creation(pg_db, allocate, prefix):
 def test_job_and_target_counters_are_independent(pg_db):
     year = _year()
     with pg_db.session() as session:
-        job = create_job(session, {"name": "j", "actions": [ACTION]}, user_id=None)
+        job = create_job(session, {"name": "j", "actions": [ACTION]}, user_id=None, role="admin")
         target = create_target(session, {"name": "t", "connection": "local"}, user_id=None, role="admin")
     assert job.job_serial == f"J{year}0001"
     assert target.target_serial == f"T{year}0001"
@@ -171,10 +171,10 @@ def test_failed_transaction_does_not_consume_a_serial(pg_db):
     year = _year()
     with pytest.raises(RuntimeError):
         with pg_db.session() as session:
-            create_job(session, {"name": "doomed", "actions": [ACTION]}, user_id=None)
+            create_job(session, {"name": "doomed", "actions": [ACTION]}, user_id=None, role="admin")
             raise RuntimeError("abort")
     with pg_db.session() as session:
-        job = create_job(session, {"name": "kept", "actions": [ACTION]}, user_id=None)
+        job = create_job(session, {"name": "kept", "actions": [ACTION]}, user_id=None, role="admin")
         assert session.scalar(select(func.count()).select_from(Job)) == 1
     assert job.job_serial == f"J{year}0001"
 
@@ -241,7 +241,7 @@ def test_migrations_build_every_model_table_and_round_trip(backend, request):
     db = Database(url)
     try:
         with db.session() as session:
-            job = create_job(session, {"name": "after-migrate", "actions": [ACTION]}, user_id=None)
+            job = create_job(session, {"name": "after-migrate", "actions": [ACTION]}, user_id=None, role="admin")
         assert job.job_serial == f"J{_year()}0001"
     finally:
         db.dispose()
