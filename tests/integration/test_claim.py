@@ -57,8 +57,11 @@ def test_claim_returns_the_work_once(db, branch_ids, how):
     assert work is not None
     assert (work.host, work.port, work.connection, work.host_key) == ("192.0.2.7", 2222, "ssh", None)
     assert work.branch_serial.endswith(".0001") and work.execution_serial == work.branch_serial.rsplit(".", 1)[0]
-    assert work.credential["username"] == "deploy" and work.credential["auth_type"] == "password"
-    assert SecretBox(FERNET_SECRET).decrypt(work.credential["secret_encrypted"]) == "s3cret-pw"
+    assert work.credential.username == "deploy" and work.credential.auth_type == "password"
+    assert SecretBox(FERNET_SECRET).decrypt(work.credential.secret_encrypted) == "s3cret-pw"
+    # an admin paired it with this address and port (the credential's allowed_hosts is empty)
+    assert work.credential.allowed_hosts == [] and work.credential.grant.endswith("@192.0.2.7:2222")
+    assert work.credential.allowed_for("192.0.2.7", 2222) and not work.credential.allowed_for("192.0.2.7", 22)
     assert [(a["position"], a["action_name"], a["timeout_seconds"], a["continue_on_error"]) for a in work.actions] \
         == [(1, "first", 7, True), (2, "second", None, False)]
     assert [e[0] for e in events] == ["branch_started"]
