@@ -74,7 +74,7 @@ def create_target(session: Session, values: dict, *, user_id: int | None, role: 
     now = utcnow()
     target = Target(**{k: v for k, v in values.items() if k in EDITABLE}, created_by=user_id, created_at=now,
                     updated_at=now, target_serial=serials.allocate_target_serial(session, now))
-    target.port = target.port or 22
+    target.port, target.connection = target.port or 22, target.connection or "ssh"  # column defaults come at flush
     _grant(target, credential, role)
     session.add(target)
     session.flush()
