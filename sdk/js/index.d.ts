@@ -89,6 +89,8 @@ export interface Credential {
   authType: 'key' | 'password';
   hasPassphrase: boolean;
   description: string | null;
+  /** CIDRs and hostname globs operators may attach it to; empty: administrators only. */
+  allowedHosts: string[];
   createdAt: Timestamp;
   updatedAt: Timestamp;
 }
@@ -377,6 +379,7 @@ export interface CredentialInput {
   passphrase?: string;
   password?: string;
   description?: string | null;
+  allowedHosts?: string[];
 }
 
 export interface UserInput {

@@ -176,8 +176,10 @@ def test_non_admin_roles_are_forbidden_from_users(sdk_server, users_by_role):
 
 def test_credentials_crud_and_secrets_never_returned(admin):
     name = unique("py-cred")
-    cred = admin.credentials.create(name, "deploy", "password", password="s3cret-pass", description="sdk")
+    cred = admin.credentials.create(name, "deploy", "password", password="s3cret-pass", description="sdk",
+                                    allowed_hosts=["10.0.0.0/8", "*.example.com"])
     assert cred.name == name and cred.auth_type == "password" and cred.has_passphrase is False
+    assert cred.allowed_hosts == ["10.0.0.0/8", "*.example.com"]
     raw = cred.to_dict()
     assert "password" not in raw and "s3cret-pass" not in json.dumps(raw)
     assert admin.credentials.get(cred.id).username == "deploy"

@@ -18,8 +18,9 @@ describe('credentials', () => {
 
   it('creates, reads, updates, lists and deletes; secrets never come back', async () => {
     const name = unique('js-cred');
-    const cred = await admin.credentials.create({ name, username: 'deploy', authType: 'password', password: 's3cret-pass', description: 'sdk' });
+    const cred = await admin.credentials.create({ name, username: 'deploy', authType: 'password', password: 's3cret-pass', description: 'sdk', allowedHosts: ['10.0.0.0/8'] });
     assert.equal(cred.name, name);
+    assert.deepEqual(cred.allowedHosts, ['10.0.0.0/8']);
     assert.equal(cred.authType, 'password');
     assert.equal(cred.hasPassphrase, false);
     assert.ok(!JSON.stringify(cred).includes('s3cret-pass'));

@@ -153,6 +153,7 @@ class Credential(ApiObject):
     auth_type: str  # "key" | "password"
     has_passphrase: bool
     description: Optional[str]
+    allowed_hosts: List[str]  # CIDRs and hostname globs operators may attach it to; empty: admins only
     created_at: str
     updated_at: str
 

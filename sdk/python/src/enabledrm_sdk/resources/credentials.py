@@ -1,7 +1,7 @@
 """``client.credentials``: SSH credentials (admin only); secrets go in and never come back."""
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, List, Optional
 
 from enabledrm_sdk.models import Credential, Page
 from enabledrm_sdk.resources._base import Resource, body, page_params
@@ -22,12 +22,14 @@ class CredentialsResource(Resource):
 
     def create(self, name: str, username: str, auth_type: str, *, private_key: Optional[str] = None,
                passphrase: Optional[str] = None, password: Optional[str] = None,
-               description: Optional[str] = None, **fields: Any) -> Credential:
+               description: Optional[str] = None, allowed_hosts: Optional[List[str]] = None,
+               **fields: Any) -> Credential:
         """Store a credential: ``auth_type="key"`` with ``private_key`` (and optional ``passphrase``),
-        or ``auth_type="password"`` with ``password``."""
+        or ``auth_type="password"`` with ``password``. ``allowed_hosts`` (CIDRs, hostname globs) are
+        where operators may point it; without it only administrators may attach it to a target."""
         return Credential(self._t.json("POST", "/credentials", json=body(
             fields, name=name, username=username, auth_type=auth_type, private_key=private_key,
-            passphrase=passphrase, password=password, description=description)))
+            passphrase=passphrase, password=password, description=description, allowed_hosts=allowed_hosts)))
 
     def update(self, credential_id: int, **fields: Any) -> Credential:
         """Change fields; a new secret replaces the old one."""
