@@ -2,14 +2,23 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import pwd
 import secrets
+import stat
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from common.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 _MIN_SECRET_LEN = 32
+DEFAULT_LOCAL_RUN_AS = "nobody"
+LOCAL_RUN_AS_SELF = "self"  # LOCAL_RUN_AS=self: local commands run as the worker's own user, even root
+_VAR_FILES = ("secrets.json", "opsconductor.db", "opsconductor.db-wal", "opsconductor.db-shm",
+              "opsconductor.db-journal")
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -67,6 +76,8 @@ class Settings:
     sweep_interval_seconds: float = 5.0
     ssh_pool_idle_seconds: float = 60.0
     worker_concurrency: int = 32
+    # the account a root worker runs local targets' commands as; None: the worker's own user
+    local_run_as: str | None = DEFAULT_LOCAL_RUN_AS
 
     @property
     def broker_url(self) -> str:
@@ -86,8 +97,9 @@ class Settings:
         jwt_secret = os.environ.get("JWT_SECRET_KEY") or ""
         secret_key = os.environ.get("OPSCONDUCTOR_SECRET_KEY") or ""
         if embedded:
-            Path(var_dir).mkdir(parents=True, exist_ok=True)
-            database_url = database_url or f"sqlite:///{Path(var_dir).resolve() / 'opsconductor.db'}"
+            _private_var_dir(Path(var_dir))
+            if not database_url:
+                database_url = f"sqlite:///{_private_file(Path(var_dir).resolve() / 'opsconductor.db')}"
             kept = _kept_secrets(Path(var_dir))
             jwt_secret = jwt_secret or kept["jwt_secret_key"]
             secret_key = secret_key or kept["secret_key"]
@@ -108,6 +120,7 @@ class Settings:
             var_dir=var_dir,
             admin_username=os.environ.get("OPSCONDUCTOR_ADMIN_USERNAME") or None,
             admin_password=os.environ.get("OPSCONDUCTOR_ADMIN_PASSWORD") or None,
+            local_run_as=_local_run_as_from_env(),
             **_tunables(cls),
         )
 
@@ -130,6 +143,70 @@ def _tunables(cls) -> dict:
                str: lambda name, default: os.environ.get(name) or default}
     defaults = {f.name: f.default for f in fields(cls)}
     return {name: parsers[type(defaults[name])](env, defaults[name]) for name, env in _TUNABLES.items()}
+
+
+def local_account(name: str) -> pwd.struct_passwd:
+    """The account LOCAL_RUN_AS names (a user name or a numeric uid), or a ConfigError saying what to do."""
+    try:
+        return pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except KeyError:
+        raise ConfigError(
+            f"LOCAL_RUN_AS={name!r}: no such account on this host; create it, name another unprivileged "
+            f"account, or set LOCAL_RUN_AS={LOCAL_RUN_AS_SELF} to run local commands as the worker's own user"
+        ) from None
+
+
+def _local_run_as_from_env() -> str | None:
+    """Unset or empty means the default: an unset ``${LOCAL_RUN_AS}`` in a compose file expands to an empty
+    value, which must not quietly turn the isolation off. Looked up here so a typo stops every process at
+    start instead of failing the first local branch."""
+    name = (os.environ.get("LOCAL_RUN_AS") or "").strip() or DEFAULT_LOCAL_RUN_AS
+    if name == LOCAL_RUN_AS_SELF:
+        return None
+    local_account(name)
+    return name
+
+
+def _private_var_dir(var_dir: Path) -> None:
+    """The embedded default keeps its secrets and its SQLite database (password hashes, encrypted
+    credentials) in ``var_dir``: only the process's own user may enter it. A directory made by an older
+    version (0755) is tightened; a directory every account can write to (``/tmp``) is refused, since
+    anyone could have planted a secrets.json there and we cannot make it private without breaking it."""
+    var_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(var_dir.stat().st_mode)
+    if mode & stat.S_IWOTH:
+        raise ConfigError(f"OPSCONDUCTOR_VAR_DIR={str(var_dir)!r} is writable by every account; "
+                          f"point it at a directory of its own")
+    _tighten(var_dir.resolve(), 0o700)  # a symlinked var dir: its target
+    for name in _VAR_FILES:
+        _tighten(var_dir / name, 0o600)
+
+
+def _tighten(path: Path, private: int) -> None:
+    """chmod ``path`` to ``private`` if group or others have any access; a symlink is left alone."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISLNK(st.st_mode) or not mode & 0o077:
+        return
+    try:
+        os.chmod(path, private)
+    except PermissionError as exc:
+        log.warning("cannot make %s private (mode %o): %s", path, mode, exc)
+    else:
+        log.warning("made %s private: mode %o -> %o", path, mode, private)
+
+
+def _private_file(path: Path) -> Path:
+    """Create ``path`` empty and 0600 unless it exists: SQLite would create it 0644, and gives its -wal and
+    -journal files the database file's own mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    return path
 
 
 def _kept_secrets(var_dir: Path) -> dict[str, str]:

@@ -29,6 +29,12 @@ def _command_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not any(part in k.upper() for part in _SECRET_ENV)}
 
 
+def make_local_runner(settings: Settings) -> LocalRunner:
+    """The runner for `connection: local` targets: the worker's environment minus its secrets, run as
+    LOCAL_RUN_AS when the worker is root (which user it is gets logged once, here)."""
+    return LocalRunner(output_cap=settings.output_cap_bytes, env=_command_env(), run_as=settings.local_run_as)
+
+
 class WorkerRuntime:
     def __init__(self, settings: Settings, *, db: Database | None = None, events: Any = None):
         self.settings = settings
@@ -40,7 +46,7 @@ class WorkerRuntime:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.pool = SSHPool(idle_timeout=settings.ssh_pool_idle_seconds)
         self.ssh = SSHRunner(pool=self.pool, output_cap=settings.output_cap_bytes)
-        self.local = LocalRunner(output_cap=settings.output_cap_bytes, env=_command_env())
+        self.local = make_local_runner(settings)
         self.heartbeats = HeartbeatMonitor(self.db, settings.heartbeat_seconds)
         self.claimer = Claimer(self.db, self.name, publish=self.publish)
         self.pinner = Pinner(self.db)

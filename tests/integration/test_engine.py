@@ -256,8 +256,9 @@ def test_local_target_runs_on_the_worker_host(api, engine_db, default_worker):
     assert execution.status == "completed", describe_execution(engine_db, body["execution_serial"])
     [branch] = branch_rows(engine_db, body["execution_serial"])
     steps = step_rows(engine_db, branch.id)
-    # root on this host, not the sshd login user: it ran in the worker's process tree
-    assert steps[0].stdout == f"{socket.gethostname()} root\n"
+    # this host, not the sshd login user: it ran in the worker's process tree, and the root worker
+    # switched to the default LOCAL_RUN_AS account
+    assert steps[0].stdout == f"{socket.gethostname()} nobody\n"
     assert branch.worker == default_worker.runtime_name
 
 

@@ -1,5 +1,6 @@
 """Settings: production refuses missing or weak secrets; the embedded default generates and keeps them."""
 import os
+import pwd
 import stat
 
 import pytest
@@ -12,7 +13,8 @@ STRONG = "s" * 40
 
 @pytest.fixture
 def env(monkeypatch, tmp_path):
-    for name in ("DATABASE_URL", "REDIS_URL", "JWT_SECRET_KEY", "OPSCONDUCTOR_SECRET_KEY", "OPSCONDUCTOR_EMBEDDED"):
+    for name in ("DATABASE_URL", "REDIS_URL", "JWT_SECRET_KEY", "OPSCONDUCTOR_SECRET_KEY", "OPSCONDUCTOR_EMBEDDED",
+                 "LOCAL_RUN_AS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OPSCONDUCTOR_VAR_DIR", str(tmp_path / "var"))
     return monkeypatch
@@ -60,3 +62,64 @@ def test_embedded_generates_secrets_once_and_keeps_them(env, tmp_path):
     assert (first.jwt_secret_key, first.secret_key) == (second.jwt_secret_key, second.secret_key)
     mode = stat.S_IMODE(os.stat(tmp_path / "var" / "secrets.json").st_mode)
     assert mode == 0o600
+
+
+def test_embedded_var_dir_and_database_are_private_from_the_start(env, tmp_path):
+    settings = Settings.from_env()
+    var = tmp_path / "var"
+    assert stat.S_IMODE(var.stat().st_mode) == 0o700
+    assert settings.database_url == f"sqlite:///{var / 'opsconductor.db'}"
+    assert stat.S_IMODE((var / "opsconductor.db").stat().st_mode) == 0o600
+
+
+def test_embedded_tightens_what_an_older_version_left_readable(env, tmp_path):
+    first = Settings.from_env()
+    var = tmp_path / "var"
+    var.chmod(0o755)
+    loose = {name: 0o644 for name in ("secrets.json", "opsconductor.db", "opsconductor.db-wal")}
+    for name, mode in loose.items():
+        (var / name).touch()
+        (var / name).chmod(mode)
+    (var / "secrets.json").write_text(
+        f'{{"jwt_secret_key": "{first.jwt_secret_key}", "secret_key": "{first.secret_key}"}}')
+    (var / "unrelated.txt").touch()
+    (var / "unrelated.txt").chmod(0o644)
+
+    again = Settings.from_env()
+    assert again.jwt_secret_key == first.jwt_secret_key
+    assert stat.S_IMODE(var.stat().st_mode) == 0o700
+    assert {name: stat.S_IMODE((var / name).stat().st_mode) for name in loose} == dict.fromkeys(loose, 0o600)
+    assert stat.S_IMODE((var / "unrelated.txt").stat().st_mode) == 0o644  # not ours to change
+
+
+def test_embedded_refuses_a_var_dir_every_account_can_write(env, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    env.setenv("OPSCONDUCTOR_VAR_DIR", str(shared))
+    with pytest.raises(ConfigError, match="is writable by every account"):
+        Settings.from_env()
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert not (shared / "secrets.json").exists()
+
+
+NOBODY_UID = str(pwd.getpwnam("nobody").pw_uid)
+
+
+@pytest.mark.parametrize("raw, expected", [(None, "nobody"), ("", "nobody"), ("  ", "nobody"), ("self", None),
+                                           ("root", "root"), (NOBODY_UID, NOBODY_UID)])
+def test_local_run_as(env, raw, expected):
+    """Unset or empty keeps the default (an unset ${LOCAL_RUN_AS} in a compose file is empty); `self` opts out."""
+    if raw is not None:
+        env.setenv("LOCAL_RUN_AS", raw)
+    assert Settings.from_env().local_run_as == expected
+
+
+def test_unknown_local_run_as_account_refuses_to_start(env):
+    env.setenv("DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1/x")
+    env.setenv("JWT_SECRET_KEY", STRONG)
+    env.setenv("OPSCONDUCTOR_SECRET_KEY", STRONG + "x")
+    env.setenv("LOCAL_RUN_AS", "no-such-account-xyz")
+    with pytest.raises(ConfigError, match=r"LOCAL_RUN_AS='no-such-account-xyz': no such account on this host.*"
+                                          r"LOCAL_RUN_AS=self"):
+        Settings.from_env()

@@ -1,26 +1,44 @@
-"""LocalRunner: same contract as the SSH runner, on the worker host itself."""
+"""LocalRunner: same contract as the SSH runner, on the worker host itself, both as the unprivileged
+LOCAL_RUN_AS account a root worker switches to and as the worker's own user."""
 from __future__ import annotations
 
+import logging
 import os
+import pwd
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
+from common.errors import ConfigError
 from tests.sshd import find_processes, wait_until
+from worker.runners import local
 from worker.runners.base import ConnectionSpec, StepResult
 from worker.runners.local import LocalRunner
 from worker.runners.output import TRUNCATION_MARKER
 
 pytestmark = pytest.mark.timeout(60)
 
+NOBODY = pwd.getpwnam("nobody")
+
+
+@pytest.fixture(params=["nobody", None], ids=["as-nobody", "as-worker-user"])
+def runner(request) -> LocalRunner:
+    return LocalRunner(kill_grace=2.0, run_as=request.param)
+
 
 @pytest.fixture
-def runner() -> LocalRunner:
-    return LocalRunner(kill_grace=2.0)
+def shared_dir() -> Iterator[Path]:
+    """A directory whichever account the command runs as can write to (pytest's tmp_path is root's only)."""
+    path = Path(tempfile.mkdtemp(prefix="local-runner-test-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path)
 
 
 def run(runner: LocalRunner, command: str, **kwargs: Any) -> StepResult:
@@ -139,8 +157,8 @@ def test_timeout_after_command_closed_its_output(runner: LocalRunner) -> None:
     wait_until(lambda: not find_processes(tag), timeout=2, message="sleep killed")
 
 
-def test_cancel_mid_command(runner: LocalRunner, tmp_path: Path) -> None:
-    flag = tmp_path / "started"
+def test_cancel_mid_command(runner: LocalRunner, shared_dir: Path) -> None:
+    flag = shared_dir / "started"
     tag = unique_sleep(32)
     cancel = threading.Event()
 
@@ -159,15 +177,86 @@ def test_cancel_mid_command(runner: LocalRunner, tmp_path: Path) -> None:
     wait_until(lambda: not find_processes(tag), timeout=2, message="sleep killed")
 
 
-def test_cancel_before_start(runner: LocalRunner, tmp_path: Path) -> None:
+def test_cancel_before_start(runner: LocalRunner, shared_dir: Path) -> None:
+    assert run(runner, f"touch {shared_dir / 'can'}").error_type is None  # so "never" below means something
     cancel = threading.Event()
     cancel.set()
-    result = run(runner, f"touch {tmp_path / 'never'}", cancel=cancel)
+    result = run(runner, f"touch {shared_dir / 'never'}", cancel=cancel)
     assert result.error_type == "cancelled"
-    assert not (tmp_path / "never").exists()
+    assert not (shared_dir / "never").exists()
 
 
 def test_background_child_holding_output_is_waited_for(runner: LocalRunner) -> None:
     # Like sshd: the action ends when its output closes, not when the shell exits.
     result = run(runner, "(sleep 0.2; echo late) & echo early", timeout=10)
     assert result.stdout == "early\nlate\n"
+
+
+def test_root_worker_runs_commands_as_the_account_without_its_own_groups() -> None:
+    assert os.geteuid() == 0, "these tests run as root, like the worker in its container"
+    result = run(LocalRunner(), "id -u; id -g; id -G; echo $USER $LOGNAME")
+    assert result.error_type is None, result
+    assert result.stdout.split("\n")[:4] == [str(NOBODY.pw_uid), str(NOBODY.pw_gid), str(NOBODY.pw_gid),
+                                             "nobody nobody"]
+
+
+def test_as_the_worker_user_keeps_the_worker_identity_cwd_and_home(tmp_path: Path) -> None:
+    runner = LocalRunner(run_as=None, cwd=str(tmp_path), env={"HOME": "/root", "PATH": os.environ["PATH"]})
+    result = run(runner, "id -u; pwd; echo $HOME")
+    assert result.stdout == f"0\n{tmp_path}\n/root\n"
+
+
+def test_a_session_has_a_fresh_private_home_shared_by_its_actions_and_removed_on_close() -> None:
+    runner = LocalRunner(env={"PATH": os.environ["PATH"], "HOME": "/root"})
+    with runner.open() as session:
+        first = session.run('pwd; echo "$HOME"; echo kept > note; ls -A')
+        home = first.stdout.split("\n")[0]
+        assert first.stdout == f"{home}\n{home}\nnote\n", first
+        assert Path(home).stat().st_uid == NOBODY.pw_uid
+        assert Path(home).stat().st_mode & 0o777 == 0o700
+        assert session.run("cat ~/note").stdout == "kept\n"  # the next action of the branch sees it
+        with runner.open() as other:
+            assert other.run("pwd; ls -A").stdout.split("\n")[0] != home  # another branch does not
+    assert not Path(home).exists()
+
+
+def test_home_is_removed_even_with_what_the_command_left_there() -> None:
+    runner = LocalRunner()
+    with runner.open() as session:
+        home = session.run("mkdir -p a/b && touch a/b/c && ln -s /etc/passwd link && chmod 000 a; pwd").stdout.strip()
+    assert not Path(home).exists()
+    assert Path("/etc/passwd").exists()  # the symlink was removed, not followed
+
+
+def test_unknown_account_is_a_config_error_when_the_runner_is_built() -> None:
+    with pytest.raises(ConfigError, match="LOCAL_RUN_AS='no-such-account-xyz': no such account"):
+        LocalRunner(run_as="no-such-account-xyz")
+
+
+def test_numeric_uid_names_the_account() -> None:
+    assert run(LocalRunner(run_as=str(NOBODY.pw_uid)), "id -un").stdout == "nobody\n"
+
+
+def test_the_identity_is_logged_once_when_the_runner_is_built(caplog) -> None:
+    with caplog.at_level(logging.INFO, logger=local.__name__):
+        runner = LocalRunner()
+        run(runner, "true")
+        run(runner, "true")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"local commands run as nobody (uid {NOBODY.pw_uid}), not as the root worker"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=local.__name__):
+        LocalRunner(run_as=None)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "LOCAL_RUN_AS=self: local commands run as root, the worker's own user, and can read its secrets")]
+
+
+def test_a_worker_that_is_not_root_runs_commands_as_itself(monkeypatch, caplog) -> None:
+    # The decision only: this machine's tests run as root, and nobody cannot run this interpreter.
+    monkeypatch.setattr(local.os, "geteuid", lambda: NOBODY.pw_uid)
+    with caplog.at_level(logging.INFO, logger=local.__name__):
+        runner = LocalRunner(run_as="nobody")
+    assert runner.account is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"local commands run as the worker's own user nobody (uid {NOBODY.pw_uid}): only a root worker "
+        f"switches to LOCAL_RUN_AS=nobody"]
