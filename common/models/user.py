@@ -1,6 +1,7 @@
 """Users and their roles."""
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 
 from sqlalchemy import Index, String, func
@@ -17,8 +18,10 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16))
     is_active: Mapped[bool] = mapped_column(default=True)
-    # bumped by a password, role or active-flag change: tokens issued under an older version are revoked
-    token_version: Mapped[int] = mapped_column(default=0, server_default="0")
+    # bumped by a password, role or active-flag change: tokens issued under an older version are revoked.
+    # It starts at random, so a token of a deleted user never fits a new user given the same id (SQLite
+    # reuses rowids)
+    token_version: Mapped[int] = mapped_column(default=lambda: secrets.randbelow(2**30), server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

@@ -306,10 +306,11 @@ def test_duplicate_name_lost_to_a_concurrent_insert_is_409(pg_db):
     """The name check passes while another transaction holds an uncommitted target of the same name; the
     insert then waits on the unique index and fails once that transaction commits: the API says 409."""
     with pg_db.session() as session:
-        admin_id = create_user(session, "racer", "password-123", "admin").id
+        racer = create_user(session, "racer", "password-123", "admin")
+        admin_id, version = racer.id, racer.token_version
     app = create_app(make_settings(pg_db.url), db=pg_db)
     with app.app_context():
-        token = create_access_token(identity=str(admin_id), additional_claims={"role": "admin", "ver": 0})
+        token = create_access_token(identity=str(admin_id), additional_claims={"role": "admin", "ver": version})
     client = app.test_client()
 
     conn = pg_db.engine.connect()
