@@ -46,7 +46,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         RATELIMIT_HEADERS_ENABLED=True,
         RATELIMIT_SWALLOW_ERRORS=True,
         RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
-        SOCK_SERVER_OPTIONS={"ping_interval": 25},
+        # a message past the cap closes the socket with 1009 before the rest of the frame is read (ws.py)
+        SOCK_SERVER_OPTIONS={"ping_interval": 25, "max_message_size": ws.MAX_MESSAGE_BYTES},
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False

@@ -1,7 +1,9 @@
 """The one error envelope {error, message, details}, for every failure on every route."""
 from __future__ import annotations
 
+import json
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, jsonify, request
@@ -29,10 +31,15 @@ HTTP_CODES = {
     405: "method_not_allowed",
     409: "conflict",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
+    417: "expectation_failed",
     422: "validation_error",
     429: "rate_limited",
+    431: "request_header_fields_too_large",
     500: "internal_error",
+    501: "not_implemented",
+    505: "http_version_not_supported",
 }
 
 
@@ -52,20 +59,40 @@ def error_response(status: int, message: str, details: dict[str, Any] | None = N
     return response
 
 
+def server_error_body(status: int, reason: str | None = None) -> bytes:
+    """The envelope for what the HTTP servers answer themselves, outside Flask (oversized headers, a
+    malformed request line): the same shape as every other error, so clients parse one format."""
+    details = {"reason": reason} if reason else {}
+    body = {"error": HTTP_CODES.get(status, "error"), "message": HTTPStatus(status).phrase, "details": details}
+    return json.dumps(body).encode()
+
+
 # a rejected secret is never echoed back: error bodies end up in client logs
 SECRET_FIELDS = frozenset({"password", "private_key", "passphrase", "token", "refresh_token"})
 
 
-def pydantic_details(exc: ValidationError, *, location: str | None = None) -> dict[str, Any]:
-    """Name the first offending field (dotted path) and list every problem."""
+MAX_ECHO_CHARS = 256
+
+
+def _clipped(value: Any) -> Any:
+    """An echoed input, cut short: a 900 KB rejected tag need not travel back in the error."""
+    if isinstance(value, str) and len(value) > MAX_ECHO_CHARS:
+        return value[:MAX_ECHO_CHARS] + "…"
+    return value
+
+
+def pydantic_details(exc: ValidationError, *, location: str | None = None, secret: bool = False) -> dict[str, Any]:
+    """Name the first offending field (dotted path) and list every problem. `secret`: the body carries
+    secrets (login, users, credentials), so no value is echoed at all: a password sent under a
+    misspelled name (`pasword`) is an extra-field error whose input is the password."""
     problems = []
     for err in exc.errors(include_url=False, include_context=False):
         field = ".".join(str(p) for p in err["loc"]) or (location or "body")
         item = {"field": field, "message": err["msg"], "type": err["type"]}
-        secret = bool(err["loc"]) and str(err["loc"][-1]) in SECRET_FIELDS
-        if ("input" in err and err["type"] != "missing" and not secret
+        hidden = secret or (bool(err["loc"]) and str(err["loc"][-1]) in SECRET_FIELDS)
+        if ("input" in err and err["type"] != "missing" and not hidden
                 and isinstance(err["input"], (str, int, float, bool))):
-            item["received"] = err["input"]
+            item["received"] = _clipped(err["input"])
         problems.append(item)
     first = problems[0] if problems else {"field": location or "body"}
     details: dict[str, Any] = {"field": first["field"], "errors": problems}

@@ -2,7 +2,11 @@
 
 Authentication: an `Authorization: Bearer` header, `?token=`, or a first message
 `{"action": "auth", "token": ...}` (browsers cannot set headers); otherwise the socket is closed
-with 1008. Each socket gets its own queue on this process's event bus subscription."""
+with 1008. Each socket gets its own queue on this process's event bus subscription.
+
+Client messages are capped at MAX_MESSAGE_BYTES for the socket's whole life (app.py passes it to
+simple-websocket): beyond it the socket is closed with 1009 as soon as the cap is crossed, without
+reading the rest of the frame. Only the first message (auth) means anything; later ones are ignored."""
 from __future__ import annotations
 
 import json
@@ -16,6 +20,7 @@ from simple_websocket import ConnectionClosed
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.context import platform
+from api.endpoint import load_json
 from api.extensions import sock
 from common import serials
 from common.services import users
@@ -25,6 +30,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("ws", __name__)
 POLICY_VIOLATION = 1008
 AUTH_WAIT_SECONDS = 10.0
+MAX_MESSAGE_BYTES = 16 * 1024  # an auth message is a few hundred bytes
 IDLE_POLL_SECONDS = 0.5
 SUBSCRIBE_WAIT_SECONDS = 5.0
 REVALIDATE_SECONDS = 5.0  # how late a revoked token or a deactivated user loses its socket (issue 9: ≤ 10 s)
@@ -60,13 +66,17 @@ def _refusal(claims: dict) -> str | None:
 
 
 def _first_message_token(ws) -> str | None:
+    """The token of a first message `{"action": "auth", "token": ...}`, else None (refused with 1008):
+    not JSON, or JSON nested too deep to parse safely (it raised RecursionError, a 500 written into
+    the upgraded socket)."""
     try:
         raw = ws.receive(timeout=AUTH_WAIT_SECONDS)
-        message = json.loads(raw) if raw else None
+        message = load_json(raw) if raw else None
     except (ValueError, TypeError):
         return None
     if isinstance(message, dict) and message.get("action") == "auth":
-        return message.get("token")
+        token = message.get("token")
+        return token if isinstance(token, str) else None
     return None
 
 

@@ -14,6 +14,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from api.app import create_app
 from api.bootstrap import ensure_startup_admin
 from api.dispatch import Dispatcher
+from api.errors import server_error_body
 from common.config import Settings
 from common.db import Database
 from common.events import LocalEventBus
@@ -26,11 +27,24 @@ log = logging.getLogger(__name__)
 
 
 class _QuietQueryHandler(WSGIRequestHandler):
-    """Access log without query strings: `?token=` must never reach a log."""
+    """Access log without query strings: `?token=` must never reach a log. What the server answers
+    itself, before Flask sees a request (a 100 KB header is a 431), is in the API's JSON envelope
+    instead of http.server's HTML page."""
 
     def log_request(self, code="-", size="-"):
-        path = self.path.split("?", 1)[0]
-        self.log("info", '"%s %s" %s %s', self.command, path, code, size)
+        path = (getattr(self, "path", None) or "").split("?", 1)[0]  # unset when the request line was bad
+        self.log("info", '"%s %s" %s %s', self.command or "-", path, code, size)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        body = server_error_body(code, explain or message)
+        self.log_error("code %d, message %s", code, message)
+        self.send_response(code, message)
+        self.send_header("Connection", "close")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
 
 class EmbeddedDispatcher(Dispatcher):

@@ -11,6 +11,8 @@ RoleName = Literal["admin", "operator", "viewer"]
 
 
 class LoginIn(InModel):
+    secret_bearing = True
+
     username: str = Field(min_length=1, max_length=64)
     password: Secret = Field(min_length=1, max_length=1024)
 
@@ -31,12 +33,16 @@ class UserOut(OutModel):
 
 
 class UserIn(InModel):
+    secret_bearing = True
+
     username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
     password: Secret = Field(min_length=8, max_length=1024)
     role: RoleName = "operator"
 
 
 class UserUpdate(InModel):
+    secret_bearing = True
+
     password: Secret | None = Field(None, min_length=8, max_length=1024)
     role: RoleName | None = None
     is_active: bool | None = None

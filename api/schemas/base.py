@@ -1,15 +1,33 @@
 """Shared schema pieces: strict input base, RFC 3339 UTC timestamps, errors and pagination."""
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
 
 from common.models.base import rfc3339
 
-
 UTCTime = Annotated[datetime, PlainSerializer(rfc3339, return_type=str, when_used="json")]
+
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+def _in_range_utc(value: datetime) -> datetime:
+    """Converted to UTC and kept within 2000..2100: "9999-12-31T23:59:59-14:00" is year 10000 in UTC, and
+    converting or comparing it raised OverflowError (a 500) further in."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("timestamp out of range") from exc
+    if not EARLIEST <= utc <= LATEST:
+        raise ValueError("timestamp must be between 2000-01-01T00:00:00Z and 2100-12-31T23:59:59Z")
+    return utc
+
+
+# a timestamp in a request: with an explicit offset, within a range any later arithmetic survives
+TimestampIn = Annotated[AwareDatetime, AfterValidator(_in_range_utc)]
 
 
 def _no_default(schema: dict) -> None:
@@ -30,6 +48,9 @@ class InModel(BaseModel):
     """Request bodies: unknown fields are rejected so a typo never passes silently."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # True for bodies that carry secrets (login, users, credentials): their 422s echo no input value at
+    # all, since a secret may arrive under any name (a typo such as `pasword` is an extra field)
+    secret_bearing: ClassVar[bool] = False
 
 
 class OutModel(BaseModel):

@@ -16,6 +16,8 @@ AllowedHosts = Annotated[list[AllowedHost], Field(
 
 
 class CredentialIn(InModel):
+    secret_bearing = True
+
     name: str = Field(min_length=1, max_length=128)
     username: str = Field(min_length=1, max_length=128)
     auth_type: Literal["key", "password"]
@@ -36,6 +38,8 @@ class CredentialIn(InModel):
 
 
 class CredentialUpdate(InModel):
+    secret_bearing = True
+
     # fields typed without "| None" may be omitted but not set to null
     name: str = Omittable(min_length=1, max_length=128)
     username: str = Omittable(min_length=1, max_length=128)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import Field, model_validator
 
-from api.schemas.base import InModel, Omittable, OutModel, PageQuery, UTCTime
+from api.schemas.base import InModel, Omittable, OutModel, PageQuery, TimestampIn, UTCTime
 
 
 class ActionIn(InModel):
@@ -36,7 +36,7 @@ class JobIn(InModel):
     job_type: str = Field("command", min_length=1, max_length=32)
     actions: list[ActionIn] = Field(min_length=1, max_length=100)
     target_ids: list[int] = Field(default_factory=list, max_length=10000)
-    scheduled_at: AwareDatetime | None = None
+    scheduled_at: TimestampIn | None = None
 
 
 class JobUpdate(InModel):
@@ -46,7 +46,7 @@ class JobUpdate(InModel):
     job_type: str = Omittable(min_length=1, max_length=32)
     actions: list[ActionIn] = Omittable(min_length=1, max_length=100)
     target_ids: list[int] | None = Field(None, max_length=10000)
-    scheduled_at: AwareDatetime | None = None
+    scheduled_at: TimestampIn | None = None
 
 
 class ActionOut(OutModel):

@@ -1,34 +1,51 @@
-"""Targets."""
+"""Targets. Addresses, ports and tags are checked strictly: they reach SSH connects, logs and every
+list response, so nothing loose (a zone id like `%$(id)`, `port: true`, a 900 KB tag) is stored."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, StringConstraints
 
 from api.schemas.base import InModel, Omittable, OutModel, PageQuery, UTCTime
 
 HOSTNAME = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 QUEUE = r"^[A-Za-z0-9_.-]{1,64}$"
+TAG = r"^[A-Za-z0-9_.:/=-]{1,64}$"
+MAX_TAGS = 50
+ZONE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def _ip(value: str) -> str:
+    if "%" in value and not ZONE_ID.fullmatch(value.partition("%")[2]):
+        raise ValueError("an IPv6 zone id may only contain letters, digits, '_', '.' and '-'")
     try:
         return str(ipaddress.ip_address(value))
     except ValueError as exc:
         raise ValueError("not a valid IPv4 or IPv6 address") from exc
 
 
+def _hostname(value: str) -> str:
+    """RFC 1123 §2.1: the top-level label is never all-numeric, so `999.1.1.1` is no host name."""
+    if value.rsplit(".", 1)[-1].isdigit():
+        raise ValueError("a host name's last label may not be all digits")
+    return value
+
+
 IPAddress = Annotated[str, AfterValidator(_ip)]
+Hostname = Annotated[str, StringConstraints(max_length=253, pattern=HOSTNAME), AfterValidator(_hostname)]
+Port = Annotated[int, Field(strict=True, ge=1, le=65535)]  # strict: `true` and "22" are not ports
+Tag = Annotated[str, StringConstraints(pattern=TAG)]
 
 
 class TargetFields(InModel):
     ip_address: IPAddress | None = None
-    hostname: str | None = Field(None, pattern=HOSTNAME, max_length=253)
-    port: int = Field(22, ge=1, le=65535)
+    hostname: Hostname | None = None
+    port: Port = 22
     credential_id: int | None = None
     connection: Literal["ssh", "local"] = "ssh"
-    tags: list[str] = Field(default_factory=list, max_length=50)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     queue: str = Field("default", pattern=QUEUE)
     enabled: bool = True
     description: str | None = Field(None, max_length=2000)
@@ -42,11 +59,11 @@ class TargetUpdate(InModel):
     # fields typed without "| None" may be omitted but not set to null (their columns are NOT NULL)
     name: str = Omittable(min_length=1, max_length=255)
     ip_address: IPAddress | None = None
-    hostname: str | None = Field(None, pattern=HOSTNAME, max_length=253)
-    port: int = Omittable(ge=1, le=65535)
+    hostname: Hostname | None = None
+    port: Port = Omittable()
     credential_id: int | None = None
     connection: Literal["ssh", "local"] = Omittable()
-    tags: list[str] = Omittable(max_length=50)
+    tags: list[Tag] = Omittable(max_length=MAX_TAGS)
     queue: str = Omittable(pattern=QUEUE)
     enabled: bool = Omittable()
     description: str | None = Field(None, max_length=2000)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from gunicorn import util as gunicorn_util
 
+from api.gunicorn_worker import JsonErrorThreadWorker
 from tests.e2e.conftest import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
@@ -77,8 +79,11 @@ def test_web_is_gunicorn_with_a_websocket_capable_worker_on_port_env():
     assert _option(shlex.split(web), "--bind", "-b") == "0.0.0.0:${PORT:-8000}", web
     argv = normalize(web)
     assert argv[0] == "gunicorn" and "api.wsgi:app" in argv, argv
-    # flask-sock on gunicorn needs a threaded worker (each socket holds a thread): gthread
-    assert _option(argv, "--worker-class", "-k") == "gthread", argv
+    # flask-sock on gunicorn needs a threaded worker (each socket holds a thread): gthread, in our subclass
+    # that answers gunicorn's own refusals (oversized headers: 431) in the API's JSON envelope
+    worker_class = _option(argv, "--worker-class", "-k")
+    assert worker_class is not None, argv
+    assert issubclass(gunicorn_util.load_class(worker_class), JsonErrorThreadWorker), worker_class
     threads = _option(argv, "--threads")
     assert threads is not None and int(threads) >= 16, "WebSockets hold a thread each: give the workers threads"
     # the access log must not carry query strings (`?token=`): %(U)s is the path only
