@@ -80,6 +80,10 @@ class PageOut(BaseModel, Generic[T]):
     pagination: PaginationOut
 
 
+# a row id in a body: a JSON integer, never `true` or "7" coerced into one
+RowId = Annotated[int, Field(strict=True)]
+
+
 # offsets are bounded like page numbers: beyond them the database's row offset overflows (a 500)
 Offset = Annotated[int, Field(ge=0, le=2**31 - 1)]
 

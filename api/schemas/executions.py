@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from api.schemas.base import InModel, OutModel, UTCTime
+from api.schemas.base import InModel, OutModel, RowId, UTCTime
 
 
 class ExecuteIn(InModel):
-    target_ids: list[int] | None = Field(None, min_length=1, max_length=10000)
+    target_ids: list[RowId] | None = Field(None, min_length=1, max_length=10000)
 
 
 class StepOut(OutModel):

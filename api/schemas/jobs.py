@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from api.schemas.base import InModel, Omittable, OutModel, PageQuery, TimestampIn, UTCTime
+from api.schemas.base import InModel, Omittable, OutModel, PageQuery, RowId, TimestampIn, UTCTime
 
 
 class ActionIn(InModel):
@@ -35,7 +35,7 @@ class JobIn(InModel):
     description: str | None = Field(None, max_length=5000)
     job_type: str = Field("command", min_length=1, max_length=32)
     actions: list[ActionIn] = Field(min_length=1, max_length=100)
-    target_ids: list[int] = Field(default_factory=list, max_length=10000)
+    target_ids: list[RowId] = Field(default_factory=list, max_length=10000)
     scheduled_at: TimestampIn | None = None
 
 
@@ -45,7 +45,7 @@ class JobUpdate(InModel):
     description: str | None = Field(None, max_length=5000)
     job_type: str = Omittable(min_length=1, max_length=32)
     actions: list[ActionIn] = Omittable(min_length=1, max_length=100)
-    target_ids: list[int] | None = Field(None, max_length=10000)
+    target_ids: list[RowId] | None = Field(None, max_length=10000)
     scheduled_at: TimestampIn | None = None
 
 

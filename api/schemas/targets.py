@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-from api.schemas.base import InModel, Omittable, OutModel, PageQuery, UTCTime
+from api.schemas.base import InModel, Omittable, OutModel, PageQuery, RowId, UTCTime
 
 HOSTNAME = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 QUEUE = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -43,7 +43,7 @@ class TargetFields(InModel):
     ip_address: IPAddress | None = None
     hostname: Hostname | None = None
     port: Port = 22
-    credential_id: int | None = None
+    credential_id: RowId | None = None
     connection: Literal["ssh", "local"] = "ssh"
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     queue: str = Field("default", pattern=QUEUE)
@@ -61,7 +61,7 @@ class TargetUpdate(InModel):
     ip_address: IPAddress | None = None
     hostname: Hostname | None = None
     port: Port = Omittable()
-    credential_id: int | None = None
+    credential_id: RowId | None = None
     connection: Literal["ssh", "local"] = Omittable()
     tags: list[Tag] = Omittable(max_length=MAX_TAGS)
     queue: str = Omittable(pattern=QUEUE)

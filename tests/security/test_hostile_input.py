@@ -168,6 +168,8 @@ LOOSE_TARGET_FIELDS = [
     ({"hostname": "999.1.1.1"}, "hostname"),
     ({"hostname": "a" * 64 + ".example.com"}, "hostname"),
     ({"hostname": "-lead.example.com"}, "hostname"),
+    ({"credential_id": True}, "credential_id"),
+    ({"credential_id": "1"}, "credential_id"),
 ]
 
 
@@ -186,6 +188,10 @@ def test_loose_target_fields_are_422(client, admin, make, db):
         "name": "strict", "ip_address": "fe80::1%eth0.100", "port": 65535, "credential_id": cred["id"],
         "tags": ["env=prod", "k8s:ns/app", "a_b.c-d", "x" * 64, *[f"t{i}" for i in range(46)]]}, headers=admin)
     assert body.status_code == 201, body.get_json()
+    for ids in ([True], ["1"], [1.0]):  # ids are JSON integers, never coerced
+        job = {"name": "j", "target_ids": [body.get_json()["id"], *ids], "actions": [
+            {"action_type": "command", "action_name": "a", "action_parameters": {"command": "true"}}]}
+        assert_error(client.post("/api/jobs", json=job, headers=admin), 422, "validation_error", field="target_ids.1")
     assert body.get_json()["ip_address"] == "fe80::1%eth0.100" and body.get_json()["port"] == 65535
     named = client.post("/api/targets", json={"name": "named", "hostname": "db-1.internal.example",
                                               "credential_id": cred["id"], "port": 1}, headers=admin)
