@@ -221,17 +221,23 @@ def _future(value: Any) -> str:
     return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _like(generated: Any, value: int) -> int | float:
+    """An id in the generated number's form: JSON Schema's integer 7.0 stays 7.0, so the API is still asked to
+    take it."""
+    return float(value) if isinstance(generated, float) else value
+
+
 def _map_body(state: dict[str, Any], path: str, body: dict[str, Any]) -> None:
     """Give a schema-valid body what only the platform's state decides."""
     ids = state["target_ids"]
     if "target_ids" in body:  # existing live targets, each once, never none (so every job can run)
         given = body["target_ids"] or [0]
-        body["target_ids"] = list(dict.fromkeys(ids[_digest(v) % len(ids)] for v in given))
+        body["target_ids"] = list(dict.fromkeys(_like(v, ids[_digest(v) % len(ids)]) for v in given))
     if body.get("scheduled_at") is not None:
         body["scheduled_at"] = _future(body["scheduled_at"])
     if path.startswith("/api/targets"):
         if "credential_id" in body:
-            body["credential_id"] = state["credential_id"]
+            body["credential_id"] = _like(body["credential_id"], state["credential_id"])
         if isinstance(body.get("ip_address"), str):
             body["ip_address"] = _test_net_address(body["ip_address"])
         elif "ip_address" in body and not body.get("hostname"):  # clearing the only address
