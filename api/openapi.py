@@ -130,10 +130,18 @@ def _job_in(schema: dict[str, Any], props: dict[str, Any]) -> None:
                            {"required": ["target_ids"], "properties": {"target_ids": {"minItems": 1}}}]
 
 
+# RFC 1123: a host name's last label is not all digits (the targets schema's _hostname validator); with
+# HOSTNAME's structure, "a letter or hyphen followed by digits only, to the end" says it
+_NAMED_LAST_LABEL = rf"[A-Za-z-][0-9]*[{STRIPPED}]*$"
+
+
 def _target(schema: dict[str, Any], props: dict[str, Any]) -> None:
-    """An IP address is an IPv4 or IPv6 address; a credential is an existing one."""
+    """An IP address is an IPv4 or IPv6 address, a host name's last label is not a number; a credential is an
+    existing one."""
     for branch in _branches(props.get("ip_address", {}), "string"):
         branch.update(_IP)
+    for branch in _branches(props.get("hostname", {}), "string"):
+        branch["allOf"] = [{"pattern": _NAMED_LAST_LABEL}]
     if "credential_id" in props:
         props["credential_id"]["description"] = "The id of an existing credential (required for SSH targets)"
 

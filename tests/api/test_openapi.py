@@ -284,6 +284,9 @@ def test_body_schemas_state_the_input_rules_the_api_applies(client, admin, docum
     for body, valid in [
         ({**ssh, "ip_address": "192.0.2.1"}, True),
         ({**ssh, "hostname": "web-1.example.com"}, True),
+        ({**ssh, "hostname": "web-1.example.c0m"}, True),
+        ({**ssh, "hostname": "999.1.1.1"}, False),  # the last label of a host name is not a number
+        ({**ssh, "hostname": "0"}, False),
         ({"name": "t", "ip_address": "192.0.2.1"}, False),  # an SSH target needs a credential
         (ssh, False),  # and an address
         ({**ssh, "ip_address": "not-an-ip"}, False),

@@ -230,8 +230,8 @@ def _like(generated: Any, value: int) -> int | float:
 def _map_body(state: dict[str, Any], path: str, body: dict[str, Any]) -> None:
     """Give a schema-valid body what only the platform's state decides."""
     ids = state["target_ids"]
-    if "target_ids" in body:  # existing live targets, each once, never none (so every job can run)
-        given = body["target_ids"] or [0]
+    if "target_ids" in body or path == "/api/jobs":  # existing live targets, each once, never none: every job
+        given = body.get("target_ids") or [0]  # can run without naming its targets
         body["target_ids"] = list(dict.fromkeys(_like(v, ids[_digest(v) % len(ids)]) for v in given))
     if body.get("scheduled_at") is not None:
         body["scheduled_at"] = _future(body["scheduled_at"])
