@@ -103,6 +103,17 @@ def _body_bytes() -> bytes:
     return data
 
 
+def _json_integers(value: Any) -> Any:
+    """Integral floats (22.0) as ints, as JSON Schema counts them. Bodies are at most 64 deep."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _json_integers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_integers(item) for item in value]
+    return value
+
+
 def _parse_body(model: type[BaseModel], optional: bool) -> BaseModel:
     if optional and not _body_bytes():
         return model()
@@ -122,7 +133,9 @@ def _parse_body(model: type[BaseModel], optional: bool) -> BaseModel:
     if nul is not None:
         raise ApiError(422, "Text may not contain NUL characters", {"field": nul or "body"}, "validation_error")
     try:
-        return model.model_validate(payload)
+        # strict, in JSON mode: a body means what its JSON types say ("true" is no boolean, 0 no false,
+        # "5" no number) and exactly what the OpenAPI document promises (22.0 is a JSON Schema integer)
+        return model.model_validate_json(json.dumps(_json_integers(payload)), strict=True)
     except ValidationError as exc:
         details = pydantic_details(exc, secret=getattr(model, "secret_bearing", False))
         raise ApiError(422, "Request body failed validation", details, "validation_error") from exc
