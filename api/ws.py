@@ -62,7 +62,9 @@ def _refusal(claims: dict) -> str | None:
         return "token expired"
     with platform().db.session(read_only=True) as session:
         user, reason = users.token_user(session, claims)
-    return None if user is not None else f"token {reason}" if reason == "revoked" else f"user {reason}"
+    if user is not None:
+        return None
+    return "token revoked" if reason == "revoked" else f"user {reason}"
 
 
 def _first_message_token(ws) -> str | None:

@@ -67,7 +67,7 @@ def _spec(rt: WorkerRuntime, work: svc.ClaimedBranch) -> ConnectionSpec:
     if cred is None:
         raise ConnectError(ErrorType.AUTH_FAILED, "the target has no credential")
     # checked again here, before anything is decrypted: rows written by hand or before the rule
-    if not cred.allowed_for(work.host, work.port):
+    if not cred.allowed_for(work.host, work.port, work.queue):
         raise ConnectError(ErrorType.CREDENTIAL_NOT_ALLOWED,
                            f"credential {cred.credential_id} is not allowed for {work.host}:{work.port}; "
                            "an administrator must add the address to its allowed_hosts or re-save the target")

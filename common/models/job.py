@@ -37,7 +37,7 @@ class Job(Base):
     schedule_fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     execution_count: Mapped[int] = mapped_column(default=0)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
-    # the last writer of its actions and targets: a scheduled firing on a local target needs an admin here
+    # the last writer of its actions or targets: a run on a local target needs an active admin here
     updated_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", name="fk_jobs_updated_by",
                                                               ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -29,7 +29,7 @@ def create_credential(session: Session, box: SecretBox, *, name: str, username: 
                       passphrase: str | None = None, description: str | None = None,
                       allowed_hosts: list[str] | None = None) -> Credential:
     if session.scalar(select(Credential.id).where(Credential.name == name)) is not None:
-        raise Conflict(f"credential {name!r} already exists", {"field": "name", "received": name})
+        raise Conflict("A credential with that name already exists", {"field": "name"})
     secret = _validate_secret(auth_type, private_key, password)
     cred = Credential(name=name, username=username, auth_type=auth_type, secret_encrypted=box.encrypt(secret),
                       passphrase_encrypted=box.encrypt(passphrase) if passphrase else None,
@@ -55,7 +55,7 @@ def update_credential(session: Session, box: SecretBox, credential_id: int, chan
     cred = get_credential(session, credential_id)
     if "name" in changes and changes["name"] != cred.name:
         if session.scalar(select(Credential.id).where(Credential.name == changes["name"])) is not None:
-            raise Conflict(f"credential {changes['name']!r} already exists", {"field": "name"})
+            raise Conflict("A credential with that name already exists", {"field": "name"})
         cred.name = changes["name"]
     for field in ("username", "description", "allowed_hosts"):
         if field in changes:

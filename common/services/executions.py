@@ -59,7 +59,13 @@ def start_execution(session: Session, job: Job, *, role: str, target_ids: list[i
     if not ids:
         raise ValidationFailed("No targets: give target_ids or set them on the job", {"field": "target_ids"})
     targets = resolve_targets(session, ids)
-    access.require_admin_for_local(targets, role, "run on")
+    local = access.local_serials(targets)
+    access.require_admin_for_local(role, local, "run on")
+    if local and _role_of(session, job.updated_by) != Role.ADMIN:
+        # an admin running a job whose commands someone else wrote would run their commands as the platform
+        raise Forbidden("This job's actions were last written by someone who is not an active administrator; "
+                        "an administrator must save its actions before it may run on local targets",
+                        {"field": "target_ids", "targets": local, "job_serial": job.job_serial})
     disabled = [t.id for t in targets if not t.enabled]
     if disabled:
         raise ValidationFailed("Disabled targets cannot run", {"field": "target_ids", "received": disabled})
@@ -82,6 +88,12 @@ def start_execution(session: Session, job: Job, *, role: str, target_ids: list[i
     session.add(execution)
     session.flush()
     return execution
+
+
+def _role_of(session: Session, user_id: int | None) -> str | None:
+    """An active user's role, or None (no user, gone, or disabled)."""
+    user = session.get(User, user_id) if user_id is not None else None
+    return user.role if user is not None and user.is_active else None
 
 
 def execute_job(session: Session, job_ref: str, **kwargs) -> tuple[Execution, list[Event]]:
@@ -121,8 +133,8 @@ class ClaimedCredential:
     allowed_hosts: list[str]
     grant: str | None  # the target's administrator-approved pairing
 
-    def allowed_for(self, host: str, port: int) -> bool:
-        return access.may_use_credential(self.credential_id, self.allowed_hosts, self.grant, host, port)
+    def allowed_for(self, host: str, port: int, queue: str) -> bool:
+        return access.may_use_credential(self.credential_id, self.allowed_hosts, self.grant, host, port, queue)
 
     def __repr__(self) -> str:
         return f"ClaimedCredential(id={self.credential_id}, username={self.username!r})"
@@ -140,6 +152,7 @@ class ClaimedBranch:
     connection: str
     host: str
     port: int
+    queue: str  # where this branch was routed: the network its worker reaches the host from
     host_key: str | None
     credential: ClaimedCredential | None
     started_at: datetime
@@ -157,10 +170,11 @@ _CLAIM = (update(_B).where(_B.c.id.in_(bindparam("b_ids", expanding=True)), _B.c
                   worker=bindparam("worker_name"))
           .returning(_B.c.id))
 _b = _B.alias("b")
-_LOAD = (select(_b.c.id.label("branch_id"), _b.c.branch_serial, _b.c.target_serial_ref, _E.c.execution_serial,
-                _E.c.actions, _T.c.id.label("target_id"), _T.c.target_serial, _T.c.connection, _T.c.ip_address,
-                _T.c.hostname, _T.c.port, _T.c.host_key, _T.c.credential_grant, _C.c.id.label("cred_id"), _C.c.username,
-                _C.c.auth_type, _C.c.secret_encrypted, _C.c.passphrase_encrypted, _C.c.version, _C.c.allowed_hosts)
+_LOAD = (select(_b.c.id.label("branch_id"), _b.c.branch_serial, _b.c.target_serial_ref, _b.c.queue,
+                _E.c.execution_serial, _E.c.actions, _T.c.id.label("target_id"), _T.c.target_serial, _T.c.connection,
+                _T.c.ip_address, _T.c.hostname, _T.c.port, _T.c.host_key, _T.c.credential_grant,
+                _C.c.id.label("cred_id"), _C.c.username, _C.c.auth_type, _C.c.secret_encrypted,
+                _C.c.passphrase_encrypted, _C.c.version, _C.c.allowed_hosts)
          .select_from(_b.join(_E, _E.c.id == _b.c.execution_id).join(_T, _T.c.id == _b.c.target_id)
                       .outerjoin(_C, _C.c.id == _T.c.credential_id))
          .where(_b.c.id.in_(bindparam("b_ids", expanding=True))))
@@ -214,7 +228,7 @@ def _claimed(row: Any, now: datetime) -> tuple[ClaimedBranch, list[Event]]:
     work = ClaimedBranch(
         branch_id=row.branch_id, branch_serial=row.branch_serial, execution_serial=row.execution_serial,
         target_id=row.target_id, target_serial=row.target_serial, connection=row.connection,
-        host=row.ip_address or row.hostname or "", port=row.port, host_key=row.host_key,
+        host=row.ip_address or row.hostname or "", port=row.port, queue=row.queue, host_key=row.host_key,
         credential=None if row.cred_id is None else ClaimedCredential(
             credential_id=row.cred_id, username=row.username, auth_type=row.auth_type,
             secret_encrypted=row.secret_encrypted, passphrase_encrypted=row.passphrase_encrypted,
@@ -422,11 +436,10 @@ def fire_scheduled_job(session: Session, job_id: int) -> tuple[Execution | None,
     if not won:
         return None, []
     job = session.get(Job, job_id, populate_existing=True)
-    writer = session.get(User, job.updated_by) if job.updated_by is not None else None
-    role = writer.role if writer is not None and writer.is_active else Role.VIEWER
     try:
-        with session.begin_nested():
-            execution = start_execution(session, job, role=role, trigger="schedule")
+        with session.begin_nested():  # a firing acts on the authority of whoever last wrote the job's actions
+            execution = start_execution(session, job, role=_role_of(session, job.updated_by) or Role.VIEWER,
+                                        trigger="schedule", user_id=job.updated_by)
     except (ValidationFailed, Conflict, Forbidden) as exc:
         log.warning("scheduled job could not start job=%s reason=%s", job.job_serial, exc.message)
         job.status = JobStatus.FAILED

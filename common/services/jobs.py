@@ -47,7 +47,7 @@ def _set_actions(session: Session, job: Job, actions: list[dict]) -> None:
 
 
 def _set_targets(session: Session, job: Job, target_ids: list[int], role: str) -> None:
-    access.require_admin_for_local(resolve_targets(session, target_ids), role, "list")
+    access.require_admin_for_local(role, access.local_serials(resolve_targets(session, target_ids)), "list")
     session.execute(delete(job_targets).where(job_targets.c.job_id == job.id))
     if target_ids:
         session.execute(insert(job_targets), [{"job_id": job.id, "target_id": t, "position": i + 1}
@@ -84,7 +84,7 @@ def live_job(session: Session, ref: str) -> Job:
 def update_job(session: Session, ref: str, values: dict, *, user_id: int | None, role: str) -> Job:
     job = live_job(session, ref)
     # whoever edits a job that runs on a local target decides what runs on the platform's own host
-    access.require_admin_for_local(job.targets, role, "change jobs that run on")
+    access.require_admin_for_local(role, access.local_serials(job.targets), "change jobs that run on")
     for key in ("name", "description", "job_type"):
         if key in values:
             setattr(job, key, values[key])
@@ -92,6 +92,8 @@ def update_job(session: Session, ref: str, values: dict, *, user_id: int | None,
         _set_actions(session, job, values["actions"])
     if "target_ids" in values:
         _set_targets(session, job, values["target_ids"] or [], role)
+    if {"actions", "target_ids"} & values.keys():
+        job.updated_by = user_id  # what runs where is now this user's word (a firing acts on it)
     if "scheduled_at" in values:
         _check_schedule(values["scheduled_at"])
         job.scheduled_at = values["scheduled_at"]
@@ -104,7 +106,6 @@ def update_job(session: Session, ref: str, values: dict, *, user_id: int | None,
             select(job_targets.c.target_id).where(job_targets.c.job_id == job.id).limit(1)):
         raise ValidationFailed("A scheduled job needs target_ids", {"field": "target_ids"})
     job.updated_at = utcnow()
-    job.updated_by = user_id
     session.flush()
     session.refresh(job, ["targets", "actions"])
     return job

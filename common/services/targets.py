@@ -15,67 +15,77 @@ from common.statuses import Role
 
 SORTABLE = {"created_at": Target.created_at, "name": Target.name, "target_serial": Target.target_serial,
             "updated_at": Target.updated_at, "id": Target.id}
-EDITABLE = ("name", "ip_address", "hostname", "port", "credential_id", "connection", "tags", "queue", "enabled",
-            "description")
 
 
-def _connect_address(values: dict, current: Target | None) -> str | None:
-    """The address a worker will connect to once `values` are applied (ip_address first)."""
-    merged = {k: values.get(k, getattr(current, k, None)) for k in ("ip_address", "hostname")}
-    return merged["ip_address"] or merged["hostname"]
+DEFAULTS = {"ip_address": None, "hostname": None, "port": 22, "credential_id": None, "connection": "ssh",
+            "queue": "default"}
+# what decides where a credential goes: a change to any of these needs the credential's scope again
+ROUTING = ("ip_address", "hostname", "port", "credential_id", "queue")
+# what makes it another host: its pinned key is forgotten
+HOST = ("ip_address", "hostname", "port", "queue")
 
 
-def _check(session: Session, values: dict, role: str, current: Target | None = None) -> Credential | None:
-    """Validate a create or an update; returns the target's credential when the change needs its
-    pairing (re)approved. Operators may neither touch local targets nor point a credential at an
-    address off its allowed_hosts list."""
-    connection = values.get("connection", current.connection if current else "ssh")
-    if role != Role.ADMIN and (connection == "local" or (current is not None and current.connection == "local")):
-        raise Forbidden("Local targets are the platform's own hosts; only administrators may create or change them",
-                        {"field": "connection"})
-    address = _connect_address(values, current)
-    credential_id = values.get("credential_id", current.credential_id if current else None)
-    if connection == "ssh":
+def _prepare(session: Session, values: dict, role: str, current: Target | None = None) -> dict:
+    """Validate a create or an update and return the columns to write. Operators may neither touch
+    local targets nor point a credential outside its allowed_hosts; an administrator's save records
+    the exact pairing as approved (targets.credential_grant)."""
+    was = {k: getattr(current, k) for k in DEFAULTS} if current is not None else dict(DEFAULTS)
+    new = {**was, **{k: v for k, v in values.items() if k in DEFAULTS}}
+    if current is None:
+        access.require_admin_for_local(role, [values.get("name")] if new["connection"] == "local" else [],
+                                       "create", field="connection")
+    else:
+        local = [current.target_serial] if "local" in (current.connection, new["connection"]) else []
+        access.require_admin_for_local(role, local, "change", field="connection")
+        if new["connection"] != current.connection:
+            raise ValidationFailed("A target's connection cannot change; archive it and create another",
+                                   {"field": "connection"})
+    address = new["ip_address"] or new["hostname"]
+    if new["connection"] == "ssh":
         if not address:
             raise ValidationFailed("An SSH target needs ip_address or hostname", {"field": "ip_address"})
-        if credential_id is None:
+        if new["credential_id"] is None:
             raise ValidationFailed("An SSH target needs credential_id", {"field": "credential_id"})
-    credential = None
-    if credential_id is not None and (current is None or {"ip_address", "hostname", "port",
-                                                          "credential_id"} & values.keys()):
-        credential = session.get(Credential, credential_id) if id_in_range(credential_id) else None
-        if credential is None:
-            raise ValidationFailed("Credential does not exist", {"field": "credential_id", "received": credential_id})
-        if role != Role.ADMIN and connection == "ssh" and not access.address_allowed(credential.allowed_hosts,
-                                                                                     address):
-            raise Forbidden(f"Credential {credential.name!r} may not be used for {address}: an administrator "
-                            "must add the address to its allowed_hosts",
-                            {"field": "credential_id", "credential_id": credential_id, "address": address})
+    changes = {**DEFAULTS, **values} if current is None else dict(values)
+    moved = [k for k in ROUTING if new[k] != was[k]]
+    # an administrator's save of any routing field (re-)approves the pairing as it stands
+    if current is None or moved or (role == Role.ADMIN and set(ROUTING) & values.keys()):
+        changes["credential_grant"] = _approve(session, new, address, role)
+    if current is not None and set(moved) & set(HOST):
+        changes["host_key"] = changes["host_key_fingerprint"] = None  # another address is another host
     name = values.get("name")
     if name is not None and (current is None or name != current.name):
         taken = session.scalar(select(Target.id).where(Target.name == name, Target.archived_at.is_(None)))
         if taken is not None:
             raise Conflict(f"target name {name!r} is taken", {"field": "name", "received": name})
-    return credential
+    return changes
 
 
-def _grant(target: Target, credential: Credential | None, role: str) -> None:
-    """Record an administrator's approval of the (credential, address, port) pairing; any other
-    writer's change leaves only the allowed_hosts list to vouch for it."""
+def _approve(session: Session, new: dict, address: str | None, role: str) -> str | None:
+    """The credential_grant for a target's new routing: an administrator's pairing, or None when only
+    the credential's allowed_hosts vouch for it (403 when they do not)."""
+    credential_id = new["credential_id"]
+    if credential_id is None:
+        return None
+    credential = session.get(Credential, credential_id) if id_in_range(credential_id) else None
     if credential is None:
-        return
-    address = target.ip_address or target.hostname
-    target.credential_grant = (access.credential_grant(credential.id, address, target.port)
-                               if role == Role.ADMIN and target.connection == "ssh" and address else None)
+        raise ValidationFailed("Credential does not exist", {"field": "credential_id", "received": credential_id})
+    if new["connection"] != "ssh" or not address:
+        return None
+    if role == Role.ADMIN:
+        return access.credential_grant(credential.id, address, new["port"], new["queue"])
+    if not access.address_allowed(credential.allowed_hosts, address):
+        raise Forbidden(f"Credential {credential.name!r} may not be used for {address}: an administrator "
+                        "must add the address to its allowed_hosts",
+                        {"field": "credential_id", "credential_id": credential_id, "address": address})
+    return None
 
 
 def create_target(session: Session, values: dict, *, user_id: int | None, role: str) -> Target:
-    credential = _check(session, values, role)
+    changes = _prepare(session, values, role)
     now = utcnow()
-    target = Target(**{k: v for k, v in values.items() if k in EDITABLE}, created_by=user_id, created_at=now,
-                    updated_at=now, target_serial=serials.allocate_target_serial(session, now))
-    target.port, target.connection = target.port or 22, target.connection or "ssh"  # column defaults come at flush
-    _grant(target, credential, role)
+    target = Target(**changes, created_by=user_id, created_at=now, updated_at=now,
+                    target_serial=serials.allocate_target_serial(session, now))
     session.add(target)
     session.flush()
     return target
@@ -83,13 +93,8 @@ def create_target(session: Session, values: dict, *, user_id: int | None, role: 
 
 def update_target(session: Session, ref: str, values: dict, *, role: str) -> Target:
     target = live_target(session, ref)
-    credential = _check(session, values, role, target)
-    for key in EDITABLE:
-        if key in values:
-            setattr(target, key, values[key])
-    if {"ip_address", "hostname", "port"} & values.keys():
-        target.host_key = target.host_key_fingerprint = None  # a new address is a new host: trust it afresh
-    _grant(target, credential, role)
+    for key, value in _prepare(session, values, role, target).items():
+        setattr(target, key, value)
     session.flush()
     return target
 
@@ -111,9 +116,7 @@ def reset_host_key(session: Session, ref: str) -> Target:
 
 def archive_target(session: Session, ref: str, *, role: str) -> None:
     target = live_target(session, ref)
-    if target.connection == "local" and role != Role.ADMIN:
-        raise Forbidden("Local targets are the platform's own hosts; only administrators may archive them",
-                        {"target_serial": target.target_serial})
+    access.require_admin_for_local(role, access.local_serials([target]), "archive", field="target_ref")
     target.archived_at = utcnow()
     target.enabled = False
     session.flush()

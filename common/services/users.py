@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 
 from sqlalchemy import func, select
@@ -16,6 +17,7 @@ from common.statuses import Role
 
 log = logging.getLogger(__name__)
 MIN_PASSWORD = 8
+USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 # compared against when the user does not exist, so a login takes as long either way
 _DUMMY_HASH = generate_password_hash("not-a-real-password")
 
@@ -26,13 +28,22 @@ def by_username(session: Session, username: str) -> User | None:
 
 
 def create_user(session: Session, username: str, password: str, role: str = Role.OPERATOR) -> User:
+    _check_username(username)
     _check_password(password)
     if by_username(session, username) is not None:
-        raise Conflict(f"user {username!r} already exists", {"field": "username", "received": username})
+        raise Conflict("A user with that username already exists (usernames ignore case)", {"field": "username"})
     user = User(username=username, password_hash=generate_password_hash(password), role=Role(role).value)
     session.add(user)
     session.flush()
     return user
+
+
+def _check_username(username: str) -> None:
+    """ASCII only, as the API's schema says: Python's and the databases' lower() agree on it (they
+    differ on `ß`, `İ` or the Kelvin sign), so case-insensitive uniqueness holds on every path."""
+    if not USERNAME.fullmatch(username):
+        raise ValidationFailed("Usernames are 1-64 of A-Z a-z 0-9 _ . @ -",
+                               {"field": "username", "expected_format": USERNAME.pattern})
 
 
 def _check_password(password: str) -> None:
@@ -45,9 +56,8 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
     if user is None:
         check_password_hash(_DUMMY_HASH, password)
         return None
-    if not user.is_active or not check_password_hash(user.password_hash, password):
-        return None
-    return user
+    matches = check_password_hash(user.password_hash, password)  # always: a disabled user takes as long
+    return user if matches and user.is_active else None
 
 
 def token_user(session: Session, claims: dict) -> tuple[User | None, str]:
@@ -116,6 +126,7 @@ def _keep_an_admin(session: Session, leaving: User) -> None:
 def ensure_admin(session: Session, username: str, password: str | None) -> str | None:
     """Create or reset the start-up admin. Returns a generated password when none was given and the
     admin is new (the caller prints it once), else None."""
+    _check_username(username)
     user = by_username(session, username)
     generated = None
     if password is None:

@@ -4,10 +4,11 @@ users.token_version: bumped by a password, role or active-flag change; every tok
 version it was issued under, so the change revokes all earlier access and refresh tokens.
 users: unique username without regard to case (`Op1` and `op1` are one user).
 credentials.allowed_hosts: the CIDRs and hostname globs an operator may attach the credential to.
-targets.credential_grant: "credential_id@host:port" an administrator approved; the worker sends a
-secret only to an address on the credential's list or to exactly this approved pairing.
-jobs.updated_by: the last writer of a job's actions and targets, whose role a scheduled firing
-on a local target is checked against.
+targets.credential_grant: "credential_id@host:port/queue" an administrator approved (the form of
+common/services/access.py's credential_grant); the worker sends a secret only to an address on the
+credential's list or to exactly this approved pairing.
+jobs.updated_by: the last writer of a job's actions or targets; a run on a local target needs an
+active administrator there (and as the one who executes).
 
 Existing targets made by administrators keep working: their current pairing is granted here.
 Targets an operator made before the rule run only if their address is on the credential's list.
@@ -42,8 +43,8 @@ def upgrade() -> None:
     op.execute("UPDATE jobs SET updated_by = created_by")
     op.execute("""
         UPDATE targets SET credential_grant =
-            CAST(credential_id AS VARCHAR(20)) || '@' || COALESCE(NULLIF(ip_address, ''), hostname)
-            || ':' || CAST(port AS VARCHAR(10))
+            CAST(credential_id AS VARCHAR(20)) || '@' || LOWER(COALESCE(NULLIF(ip_address, ''), hostname))
+            || ':' || CAST(port AS VARCHAR(10)) || '/' || queue
         WHERE credential_id IS NOT NULL AND connection = 'ssh'
           AND created_by IN (SELECT id FROM users WHERE role = 'admin')""")
     # last: SQLite's batch copy of jobs reflects users, and reflection cannot carry an expression index

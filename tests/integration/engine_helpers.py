@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from common.db import Database
 from common.events import RedisEventBus
 from common.models import Branch, BranchStep, Execution, Job, utcnow
+from common.services import users
 from tests.conftest import FERNET_SECRET, JWT_SECRET
 from tests.processes import ManagedProcess
 from tests.sshd import wait_until
@@ -52,6 +53,13 @@ def wait_for(predicate: Callable[[], T], timeout: float = 15.0, *, interval: flo
             except Exception as describe_exc:  # the diagnostics must not hide the timeout
                 detail = f"\n(describe failed: {describe_exc!r})"
         raise AssertionError(f"{exc}{detail}") from None
+
+
+def admin_id(session) -> int:
+    """The id of an active admin, made once: jobs that run on local targets must be written by one."""
+    user = users.by_username(session, "engine-admin") or users.create_user(session, "engine-admin",
+                                                                           "engine-admin-pw", "admin")
+    return user.id
 
 
 def unique(prefix: str) -> str:

@@ -15,7 +15,7 @@ from common.services.executions import claim_branch, start_execution
 from common.services.jobs import create_job
 from common.services.targets import create_target
 from tests.conftest import FERNET_SECRET
-from tests.integration.engine_helpers import end_execution
+from tests.integration.engine_helpers import admin_id, end_execution
 
 ACTIONS = [{"action_type": "command", "action_name": "first", "action_parameters": {"command": "true"},
             "timeout_seconds": 7, "continue_on_error": True},
@@ -30,10 +30,10 @@ def branch_ids(db) -> Iterator[list[int]]:
         cred = create_credential(session, SecretBox(FERNET_SECRET), name="claim-cred", username="deploy",
                                  auth_type="password", password="s3cret-pw")
         ssh = create_target(session, {"name": "claim-ssh", "ip_address": "192.0.2.7", "port": 2222,
-                                      "credential_id": cred.id}, user_id=None, role="admin")
-        local = create_target(session, {"name": "claim-local", "connection": "local"}, user_id=None, role="admin")
+                                      "credential_id": cred.id}, user_id=admin_id(session), role="admin")
+        local = create_target(session, {"name": "claim-local", "connection": "local"}, user_id=admin_id(session), role="admin")
         job = create_job(session, {"name": "claim-job", "target_ids": [ssh.id, local.id], "actions": ACTIONS},
-                         user_id=None, role="admin")
+                         user_id=admin_id(session), role="admin")
         execution = start_execution(session, session.get(Job, job.id), role="admin")
         serial, ids = execution.execution_serial, [b.id for b in execution.branches]
     yield ids
@@ -60,8 +60,10 @@ def test_claim_returns_the_work_once(db, branch_ids, how):
     assert work.credential.username == "deploy" and work.credential.auth_type == "password"
     assert SecretBox(FERNET_SECRET).decrypt(work.credential.secret_encrypted) == "s3cret-pw"
     # an admin paired it with this address and port (the credential's allowed_hosts is empty)
-    assert work.credential.allowed_hosts == [] and work.credential.grant.endswith("@192.0.2.7:2222")
-    assert work.credential.allowed_for("192.0.2.7", 2222) and not work.credential.allowed_for("192.0.2.7", 22)
+    assert work.credential.allowed_hosts == [] and work.credential.grant.endswith("@192.0.2.7:2222/default")
+    assert work.credential.allowed_for("192.0.2.7", 2222, "default")
+    assert not work.credential.allowed_for("192.0.2.7", 22, "default")
+    assert not work.credential.allowed_for("192.0.2.7", 2222, "dc-east")
     assert [(a["position"], a["action_name"], a["timeout_seconds"], a["continue_on_error"]) for a in work.actions] \
         == [(1, "first", 7, True), (2, "second", None, False)]
     assert [e[0] for e in events] == ["branch_started"]

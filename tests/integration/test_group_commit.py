@@ -13,7 +13,8 @@ from common.services.executions import claim_branch, start_execution
 from common.services.jobs import create_job
 from common.services.targets import create_target
 from common.statuses import BranchStatus
-from tests.integration.engine_helpers import branch_rows, end_execution, execution_row, run_together, unique
+from tests.integration.engine_helpers import (admin_id, branch_rows, end_execution, execution_row, run_together,
+                                              unique)
 from common.models import Target
 from worker.group_commit import Claimer, Finisher, Pinner
 
@@ -30,7 +31,7 @@ def queued(pg_url):
         job = create_job(session, {"name": unique("fin"), "target_ids": [t.id for t in targets],
                                    "actions": [{"action_type": "command", "action_name": "noop",
                                                 "action_parameters": {"command": "true"}}]},
-                         user_id=None, role="admin")
+                         user_id=admin_id(session), role="admin")
         execution = start_execution(session, session.get(Job, job.id), role="admin")
         serial, ids = execution.execution_serial, [b.id for b in execution.branches]
     yield db, serial, ids

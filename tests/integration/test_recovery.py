@@ -20,8 +20,8 @@ from common.services.jobs import create_job, update_job
 from common.services.targets import create_target
 from common.statuses import BranchStatus, ErrorType
 from common.task_names import RUN_BRANCH
-from tests.integration.engine_helpers import (SWEEP_INTERVAL_SECONDS, WORKER_LOST_SECONDS, branch_row, branch_rows,
-                                              command, describe_execution, execution_row, job_row, run_together,
+from tests.integration.engine_helpers import (SWEEP_INTERVAL_SECONDS, WORKER_LOST_SECONDS, admin_id, branch_row,
+                                              branch_rows, command, describe_execution, execution_row, job_row, run_together,
                                               sleep_marker, unique, wait_execution_done, wait_for)
 from tests.sshd import find_processes
 
@@ -149,7 +149,7 @@ def race_job(engine_db) -> int:
                                    "actions": [{"action_type": "command", "action_name": "noop",
                                                 "action_parameters": {"command": "true"},
                                                 "timeout_seconds": None, "continue_on_error": False}]},
-                         user_id=None, role="admin")
+                         user_id=admin_id(session), role="admin")
         return job.id
 
 
@@ -249,7 +249,7 @@ def test_editing_a_job_never_changes_an_execution_already_started(engine_db, rac
         update_job(session, str(race_job), {"actions": [{"action_type": "command", "action_name": "edited",
                                                          "action_parameters": {"command": "echo edited"},
                                                          "timeout_seconds": None, "continue_on_error": False}]},
-                   user_id=None, role="admin")
+                   user_id=admin_id(session), role="admin")
     with engine_db.session() as session:
         work, _ = claim_branch(session, branch_id, "snapshot-test")
     assert [(a["action_name"], a["parameters"]) for a in work.actions] == [("noop", {"command": "true"})]

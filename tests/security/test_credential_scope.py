@@ -4,7 +4,7 @@ stored password in clear). The API half; the worker's own check is in test_crede
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from common.models import Target
 from common.services.access import address_allowed, normalize_allowed_host
@@ -84,14 +84,27 @@ def test_an_admins_pairing_is_recorded_and_an_operators_move_drops_it(client, db
         with db.session() as session:
             return session.scalar(select(Target.credential_grant).where(Target.id == target["id"]))
 
-    assert grant() == f"{cred['id']}@203.0.113.5:2022"
-    assert client.patch(f"/api/targets/{target['id']}", json={"name": "kept"}, headers=operator).status_code == 200
-    assert grant() == f"{cred['id']}@203.0.113.5:2022"
+    assert grant() == f"{cred['id']}@203.0.113.5:2022/default"
+    assert client.patch(f"/api/targets/{target['id']}", json={"name": "kept", "ip_address": "203.0.113.5"},
+                        headers=operator).status_code == 200  # the same address is no move
+    assert grant() == f"{cred['id']}@203.0.113.5:2022/default"
     assert client.patch(f"/api/targets/{target['id']}", json={"ip_address": "192.168.1.9"},
                         headers=operator).status_code == 200
     assert grant() is None  # an operator's move stands on the list alone
     assert client.patch(f"/api/targets/{target['id']}", json={"port": 2022}, headers=admin).status_code == 200
-    assert grant() == f"{cred['id']}@192.168.1.9:2022"
+    assert grant() == f"{cred['id']}@192.168.1.9:2022/default"
+
+
+def test_another_queue_is_another_network(client, db, admin, operator, make):
+    """A queue's workers may sit in another network where the same address is another machine: an
+    operator's queue change needs the list, and any queue change forgets the pinned host key."""
+    target = make.target()  # admin-paired, empty list
+    with db.session() as session:
+        session.execute(update(Target).where(Target.id == target["id"]).values(host_key="ssh-ed25519 AAAA",
+                                                                               host_key_fingerprint="SHA256:x"))
+    assert_error(client.patch(f"/api/targets/{target['id']}", json={"queue": "dc-east"}, headers=operator), 403)
+    response = client.patch(f"/api/targets/{target['id']}", json={"queue": "dc-east"}, headers=admin)
+    assert response.status_code == 200 and response.get_json()["host_key_fingerprint"] is None
 
 
 def test_allowed_hosts_are_admin_managed_and_shown(client, admin, operator, make):
@@ -104,7 +117,8 @@ def test_allowed_hosts_are_admin_managed_and_shown(client, admin, operator, make
 
 
 @pytest.mark.parametrize("entry", ["*", "**", "*.", "not a host", "10.0.0.0/33", "a" * 300, "evil.com;rm -rf /",
-                                   "host\u00e9.example.com"])
+                                   "host\u00e9.example.com", "10.*", "192.168.1.*", "web*.example.com", "*-*",
+                                   "*0*", "*.com", "*.0x1", "0x7f000001"])
 def test_allowed_hosts_entries_are_validated(client, db, admin, entry):
     before = table_snapshot(db)
     body = {"name": "c", "username": "u", "auth_type": "password", "password": "pw-123456", "allowed_hosts": [entry]}
@@ -121,7 +135,14 @@ def test_allowed_hosts_are_bounded(client, admin):
 @pytest.mark.parametrize("allowed, address, expected", [
     (["10.0.0.0/8"], "10.200.1.1", True),
     (["10.0.0.0/8"], "11.0.0.1", False),
-    (["10.0.0.0/8"], "::ffff:10.0.0.1", False),  # an IPv4-mapped IPv6 address is not on an IPv4 list
+    (["10.0.0.0/8"], "::ffff:10.0.0.1", True),  # an IPv4-mapped IPv6 address is the IPv4 address
+    (["::/0"], "::ffff:127.0.0.1", False),  # … so it is not on an IPv6 list
+    (["0.0.0.0/0", "::/0"], "0.0.0.0", False),  # the unspecified address reaches the local host
+    (["0.0.0.0/0", "::/0"], "::", False),
+    (["*.example.com"], "evil-example.com", False),
+    (["*.example.com"], "a.example.com.", True),
+    (["db1.example.com"], "db1.example.com", True),
+    (["db1.example.com"], "x.db1.example.com", False),
     (["fe80::/10"], "fe80::1%eth0", True),
     (["0.0.0.0/0"], "db.example.com", False),  # CIDRs never admit hostnames
     (["*.example.com"], "10.0.0.1", False),  # globs never admit addresses

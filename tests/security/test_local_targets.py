@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from common.models import Job, utcnow
+from common.models import Job, Target, utcnow
 from common.services import executions as svc
 from tests.api.conftest import assert_error, table_snapshot
 
@@ -104,25 +104,59 @@ def _make_due(db, job_id: int) -> None:
         session.execute(update(Job).where(Job.id == job_id).values(scheduled_at=utcnow() - timedelta(seconds=1)))
 
 
-def test_scheduled_firing_on_a_local_target_needs_an_admin_as_the_jobs_last_writer(client, db, admin, operator,
+def test_an_admin_cannot_be_made_to_run_an_operators_commands_locally(client, db, admin, operator, local, fleet):
+    """The confused deputy: an operator edits the actions of an admin's job; the admin then executes it
+    on a local target. The actions' last writer must be an admin too."""
+    job = _job(client, admin, [fleet["id"]])
+    evil = [{"action_type": "command", "action_name": "x", "action_parameters": {"command": "cat var/secrets.json"}}]
+    assert client.patch(f"/api/jobs/{job['id']}", json={"actions": evil}, headers=operator).status_code == 200
+    error = _refused(client, db, "POST", f"/api/jobs/{job['id']}/execute", admin, {"target_ids": [local["id"]]},
+                     target=local)
+    assert error["details"]["job_serial"] == job["job_serial"]
+    # an admin's own save of the actions makes them the admin's word again
+    assert client.patch(f"/api/jobs/{job['id']}", json={"actions": ACTIONS}, headers=admin).status_code == 200
+    assert client.post(f"/api/jobs/{job['id']}/execute", json={"target_ids": [local["id"]]},
+                       headers=admin).status_code == 201
+
+
+def test_a_targets_connection_never_changes(client, db, admin, make, local):
+    """A branch authorised on an SSH target must never run locally because the target changed meanwhile."""
+    target = make.target()
+    for ref, change in ((target["id"], "local"), (local["id"], "ssh")):
+        before = table_snapshot(db)
+        assert_error(client.patch(f"/api/targets/{ref}", json={"connection": change}, headers=admin), 422,
+                     "validation_error", field="connection")
+        assert table_snapshot(db) == before
+
+
+def _make_due(db, job_id: int) -> None:
+    with db.session() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(scheduled_at=utcnow() - timedelta(seconds=1)))
+
+
+def test_scheduled_firing_on_a_local_target_acts_as_the_last_writer_of_the_actions(client, db, admin, operator,
                                                                                    make):
-    """An operator's scheduled job whose SSH target an admin later turned into a local one must not fire
-    there: the operator wrote its commands. The same job re-saved by the admin fires."""
+    """An operator's scheduled job whose target is local (a row written before the rule, made here by
+    hand) must not fire: the operator wrote its commands, even after an admin edited its description.
+    The same job fires once an admin saved its actions, and the execution names that admin."""
     target = make.target(credential_id=make.credential(allowed_hosts=["192.168.1.0/24"])["id"])
     soon = (utcnow() + timedelta(hours=1)).isoformat()
     job = _job(client, operator, [target["id"]], scheduled_at=soon)
-    assert client.patch(f"/api/targets/{target['id']}", json={"connection": "local"}, headers=admin).status_code == 200
+    with db.session() as session:
+        session.execute(update(Target).where(Target.id == target["id"]).values(connection="local"))
+    assert client.patch(f"/api/jobs/{job['id']}", json={"description": "looks fine"}, headers=admin).status_code == 200
 
     _make_due(db, job["id"])
     with db.session() as session:
         execution, events = svc.fire_scheduled_job(session, job["id"])
     assert execution is None and events == []
-    refused = client.get(f"/api/jobs/{job['id']}", headers=admin).get_json()
-    assert refused["status"] == "failed"
+    assert client.get(f"/api/jobs/{job['id']}", headers=admin).get_json()["status"] == "failed"
     assert client.get(f"/api/jobs/{job['id']}/executions", headers=admin).get_json() == []
 
-    assert client.patch(f"/api/jobs/{job['id']}", json={"scheduled_at": soon}, headers=admin).status_code == 200
+    admin_id = client.get("/api/auth/me", headers=admin).get_json()["id"]
+    assert client.patch(f"/api/jobs/{job['id']}", json={"scheduled_at": soon, "actions": ACTIONS},
+                        headers=admin).status_code == 200
     _make_due(db, job["id"])
     with db.session() as session:
         execution, _ = svc.fire_scheduled_job(session, job["id"])
-        assert execution is not None and execution.trigger == "schedule"
+        assert execution is not None and execution.trigger == "schedule" and execution.triggered_by == admin_id

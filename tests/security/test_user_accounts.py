@@ -63,3 +63,27 @@ def test_the_last_admin_may_still_change_its_own_password(client, admin):
     assert response.status_code == 200
     assert client.post("/api/auth/login", json={"username": me["username"],
                                                 "password": "a-new-password-9"}).status_code == 200
+
+
+@pytest.mark.parametrize("username", ["JÜRGEN", "İSMAIL", "\u212a1", "ß"])
+def test_usernames_are_ascii_on_every_path(db, username):
+    """Python's lower() and the databases' disagree beyond ASCII (SQLite folds only ASCII), which would
+    let `JÜRGEN` and `jürgen` coexist: the CLI and the start-up admin refuse such names like the API."""
+    from common.errors import ValidationFailed
+    from common.services.users import create_user, ensure_admin
+
+    with db.session() as session:
+        with pytest.raises(ValidationFailed):
+            create_user(session, username, PASSWORD, "operator")
+        with pytest.raises(ValidationFailed):
+            ensure_admin(session, username, PASSWORD)
+
+
+def test_conflicts_do_not_echo_user_or_credential_values(client, admin, make):
+    assert _create(client, admin, "Echo.Me").status_code == 201
+    body = assert_error(_create(client, admin, "ECHO.ME"), 409, "conflict")
+    assert "received" not in body["details"] and "ECHO.ME" not in str(body)
+    make.credential(name="cred-echo")
+    duplicate = {"name": "cred-echo", "username": "u", "auth_type": "password", "password": "pw-123456"}
+    body = assert_error(client.post("/api/credentials", json=duplicate, headers=admin), 409, "conflict")
+    assert "received" not in body["details"] and "cred-echo" not in str(body)
