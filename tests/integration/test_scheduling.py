@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import redis
 
+from common.models import Job
 from tests.integration.engine_helpers import (command, describe_execution, executions_of, job_row, wait_execution_done,
                                               wait_for)
 
@@ -31,7 +32,9 @@ def test_scheduled_job_runs_once_at_its_time_even_with_two_schedulers(api, engin
                            describe=lambda: "\n".join(b.log_tail(1500) for b in beats) + default_worker.log_tail())
 
     assert execution.trigger == "schedule"
-    assert execution.triggered_by is None
+    with engine_db.session() as session:  # a firing acts on the authority of the actions' last writer
+        writer = session.get(Job, job["id"]).updated_by
+    assert writer is not None and execution.triggered_by == writer
     assert execution.execution_serial == f"{job['job_serial']}.0001"
     assert scheduled_at <= execution.started_at < scheduled_at + timedelta(seconds=5)
     done = wait_execution_done(engine_db, execution.execution_serial, logs=default_worker.log_tail)

@@ -65,6 +65,10 @@ class CaptureServer:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
+        except OSError:
+            pass
         self._sock.close()
         self._thread.join(timeout=5)
 

@@ -13,7 +13,7 @@ Nothing the fuzzer sends can run a command on this machine, three times over:
   queue, which the fuzzer may set to `default`.)
 - The fuzzer is an operator, never the admin: only an admin may create, change or run on a `local`
   target (one that runs commands on the worker host), so every such attempt is a 403.
-- Its targets are SSH targets in TEST-NET (192.0.2.0/24, 2001:db8::/32, *.invalid) with a made-up
+- Its targets are SSH targets in TEST-NET (192.0.2.0/24, 2001:db8::/32, *.fuzz.invalid) with a made-up
   password: even a worker would reach nothing.
 
 Rules of state and time no schema can state (an id that exists, a time in the future; the document's
@@ -100,7 +100,7 @@ def _seed(base_url: str) -> dict[str, Any]:
         credential = {"name": "fuzz-testnet", "username": "nobody", "auth_type": "password",
                       "password": "not-a-real-password"}
         if "allowed_hosts" in credential_in["properties"]:
-            credential["allowed_hosts"] = [str(TEST_NET_4), str(TEST_NET_6), "*.invalid"]
+            credential["allowed_hosts"] = [str(TEST_NET_4), str(TEST_NET_6), "*.fuzz.invalid"]
         credential_id = call("POST", "/api/credentials", admin, json=credential)["id"]
         # the spare first: it takes id 1, which the document's examples name, and the examples phase runs
         # without hooks (a DELETE /api/targets/1 there archives the spare, not a target the jobs use)
@@ -243,8 +243,8 @@ def _map_body(state: dict[str, Any], path: str, body: dict[str, Any]) -> None:
         elif "ip_address" in body and not body.get("hostname"):  # clearing the only address
             body["ip_address"] = str(TEST_NET_4[200])
         hostname = body.get("hostname")
-        if isinstance(hostname, str) and not hostname.endswith(".invalid") and len(hostname.strip()) <= 240:
-            body["hostname"] = body["hostname"].strip() + ".invalid"
+        if isinstance(hostname, str) and not hostname.endswith(".fuzz.invalid") and len(hostname.strip()) <= 235:
+            body["hostname"] = body["hostname"].strip() + ".fuzz.invalid"
 
 
 def _register_hooks() -> None:
