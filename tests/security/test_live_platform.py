@@ -1,6 +1,7 @@
-"""Attacks that need the whole platform running: the embedded default (`opsconductor.standalone`,
-in this process: werkzeug server, a real Celery worker on the in-memory transport, SQLite) and a
-hostile SSH server that records every secret offered to it.
+"""Attacks that need the whole platform running: the embedded default (`opsconductor standalone` as
+a subprocess in a fresh directory: werkzeug server, a real Celery worker on the in-memory transport,
+SQLite; a subprocess because a second embedded platform in one process never gets its tasks, see
+tests/sdk/conftest.py) and a hostile SSH server that records every secret offered to it.
 
 - The worker checks a credential's scope again right before it authenticates (rows edited by hand
   or written before the rule): off-list fails the branch as `credential_not_allowed`, no secret
@@ -10,42 +11,45 @@ hostile SSH server that records every secret offered to it.
   within 10 s, and any socket closes when its token expires."""
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 
 import jwt as pyjwt
 import paramiko
 import pytest
-from flask_jwt_extended import create_access_token
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from api import ws as ws_module
-from common.db import Database
-from opsconductor.standalone import Embedded, build
-from tests.conftest import PASSWORD, make_settings
-from tests.e2e.conftest import Api, EventSocket, wait_http_ready, ws_url
+from tests.conftest import PASSWORD
+from tests.e2e.conftest import Api, EventSocket, ws_url
+from tests.sdk.conftest import UNLIMITED, LiveServer, live_server
 from tests.security.capture_ssh import CaptureServer
 
-ADMIN = "live-admin"
 STORED_SECRET = "the-stored-secret-Zq81"
 POLICY_VIOLATION = 1008
 
 
 @dataclass
 class Platform:
-    embedded: Embedded
-    base_url: str
+    server: LiveServer
     api: Api
 
     @property
-    def db(self) -> Database:
-        return self.embedded.app.extensions["opsconductor"].db
+    def base_url(self) -> str:
+        return self.server.base_url
 
     def sql(self, statement: str, **params) -> None:
-        with self.db.engine.begin() as conn:
-            conn.execute(text(statement), params)
+        engine = create_engine(f"sqlite:///{self.server.workdir / 'var' / 'opsconductor.db'}")
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(statement), params)
+        finally:
+            engine.dispose()
+
+    def jwt_secret(self) -> str:
+        return json.loads((self.server.workdir / "var" / "secrets.json").read_text())["jwt_secret_key"]
 
     def run(self, job_id: int) -> dict:
         """Execute as the admin and return the finished branch."""
@@ -56,26 +60,14 @@ class Platform:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory) -> Iterator[Platform]:
-    tmp = tmp_path_factory.mktemp("security-live")
-    settings = make_settings(f"sqlite:///{tmp / 'opsconductor.db'}", embedded=True, var_dir=str(tmp),
-                             admin_username=ADMIN, admin_password=PASSWORD, ssh_connect_timeout=5.0,
-                             rate_limits_enabled=False)  # polling for results is not what is tested here
-    embedded = build(settings).start("127.0.0.1", 0)
-    threads = list(embedded._threads)
-    api = None
-    try:
-        base_url = f"http://127.0.0.1:{embedded.port}"
-        wait_http_ready(base_url, timeout=30)
-        api = Api(base_url)
-        api.login(ADMIN, PASSWORD)
-        yield Platform(embedded=embedded, base_url=base_url, api=api)
-    finally:
-        if api is not None:
+    with live_server(tmp_path_factory.mktemp("security-live"), RATE_LIMIT_ADMIN=UNLIMITED,
+                     RATE_LIMIT_STANDARD=UNLIMITED, RATE_LIMIT_LOGIN=UNLIMITED, SSH_CONNECT_TIMEOUT="5") as server:
+        api = Api(server.base_url)
+        try:
+            api.login(server.admin_username, server.admin_password)
+            yield Platform(server=server, api=api)
+        finally:
             api.close()
-        embedded.stop()
-    for thread in threads:  # the in-memory transport is process-wide: no consumer may outlive the module
-        thread.join(timeout=15)
-    assert not [t.name for t in threads if t.is_alive()]
 
 
 @pytest.fixture
@@ -165,25 +157,23 @@ def test_a_users_open_socket_closes_when_the_user_changes(platform, change):
         assert again.close_code(timeout=10) == POLICY_VIOLATION  # and the token cannot open a new one
 
 
-def test_an_unchanged_users_socket_stays_open(platform, monkeypatch):
-    """The control: revalidated every 0.1 s while a half-second job runs, the socket stays and relays it."""
-    monkeypatch.setattr(ws_module, "REVALIDATE_SECONDS", 0.1)
+def test_an_unchanged_users_socket_stays_open(platform):
+    """The control: across a revalidation round (a job that outlasts it), the socket stays and relays it."""
     _, token = _user(platform, "steady")
     with _subscribed(platform, token) as socket:
         local = platform.api.post("/api/targets", {"name": "steady-local", "connection": "local"})
+        seconds = ws_module.REVALIDATE_SECONDS + 1
         job = platform.api.post("/api/jobs", {"name": "steady", "target_ids": [local["id"]], "actions": [
-            {"action_type": "command", "action_name": "x", "action_parameters": {"command": "sleep 0.5"}}]})
+            {"action_type": "command", "action_name": "x", "action_parameters": {"command": f"sleep {seconds}"}}]})
         platform.api.post(f"/api/jobs/{job['id']}/execute")
-        events = socket.collect_until(lambda e: e["type"] == "execution_completed", timeout=30)
-        assert [e["type"] for e in events][-1] == "execution_completed"
+        events = socket.collect_until(lambda e: e["type"] == "execution_completed", timeout=seconds + 30)
+        assert events[-1]["data"]["status"] == "completed"
         assert socket.ws.connected
 
 
 def test_a_socket_closes_when_its_token_expires(platform):
-    user_id, issued = _user(platform, "short-lived")
-    version = pyjwt.decode(issued, options={"verify_signature": False})["ver"]
-    with platform.embedded.app.app_context():
-        token = create_access_token(identity=str(user_id), expires_delta=timedelta(seconds=2),
-                                    additional_claims={"role": "operator", "username": "short-lived", "ver": version})
+    _, issued = _user(platform, "short-lived")
+    claims = pyjwt.decode(issued, options={"verify_signature": False})
+    token = pyjwt.encode({**claims, "exp": int(time.time()) + 2}, platform.jwt_secret(), algorithm="HS256")
     with _subscribed(platform, token) as socket:
         assert socket.close_code(timeout=2 + ws_module.REVALIDATE_SECONDS + 5) == POLICY_VIOLATION
