@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 PING_IDLE_AFTER = 5.0  # seconds; see common.db._ping_when_idle
-_SECRET_ENV = ("SECRET", "PASSWORD", "TOKEN", "DATABASE_URL", "REDIS_URL", "_KEY")
+# any URL or DSN may carry a password (CELERY_BROKER_URL=amqp://user:pass@…, SENTRY_DSN)
+_SECRET_ENV = ("SECRET", "PASSWORD", "PASSWD", "TOKEN", "CREDENTIAL", "_URL", "_URI", "_DSN", "_KEY")
 
 
 def _command_env() -> dict[str, str]:

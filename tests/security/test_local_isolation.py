@@ -183,3 +183,17 @@ def test_cancel_kills_the_whole_group_of_a_command_running_as_nobody(worker) -> 
     assert result.error_type == "cancelled", result
     wait_until(lambda: not find_processes(background) and not find_processes(foreground), timeout=3,
                message="every process of the group gone")
+
+
+def test_no_url_dsn_or_secret_named_variable_reaches_a_local_command(monkeypatch):
+    """Broker URLs and DSNs carry passwords whatever their names: the scrub goes by shape, not by list."""
+    from worker.runtime import _command_env
+
+    leaky = {"CELERY_BROKER_URL": "amqp://u:pw@mq/", "SENTRY_DSN": "https://k@s/1", "MY_API_TOKEN": "t",
+             "DB_PASSWD": "p", "AWS_SECRET_ACCESS_KEY": "k", "VAULT_URI": "https://v", "GIT_CREDENTIALS": "c"}
+    for name, value in leaky.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    env = _command_env()
+    assert not set(leaky) & set(env)
+    assert env["LANG"] == "C.UTF-8"
