@@ -70,7 +70,13 @@ def run(rt: WorkerRuntime, command: str, **kwargs) -> StepResult:
         return session.run(command, timeout=20, **kwargs)
 
 
-def test_a_local_command_runs_as_nobody_without_root_groups(worker) -> None:
+@pytest.mark.parametrize("switch", ["setpriv", "subprocess"])
+def test_a_local_command_runs_as_nobody_without_root_groups(worker, switch) -> None:
+    """Both ways of switching: setpriv in the child (the fast path, where util-linux is installed) and
+    subprocess's own user=/group=/extra_groups= (where it is not)."""
+    assert worker.local.setpriv, "util-linux's setpriv is expected on this machine"
+    if switch == "subprocess":
+        worker.local.setpriv = None
     result = run(worker, "id -u; id -G")
     assert result.error_type is None, result
     uid, groups = result.stdout.splitlines()
