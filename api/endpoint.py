@@ -115,12 +115,13 @@ def _json_integers(value: Any) -> Any:
 
 
 def _parse_body(model: type[BaseModel], optional: bool) -> BaseModel:
-    if optional and not _body_bytes():
+    data = _body_bytes()
+    if optional and not data:
         return model()
     if not request.is_json:
         raise ApiError(415, "Content-Type must be application/json", {"received": request.content_type})
     try:
-        payload = load_json(_body_bytes())
+        payload = load_json(data)
     except JsonTooDeep as exc:
         raise ApiError(400, "JSON body nested too deeply", {"reason": str(exc), "max_depth": MAX_JSON_DEPTH}) from exc
     except ValueError as exc:

@@ -390,7 +390,8 @@ NOT_OPERATIONS: dict[str, dict[str, Any]] = {
             "close_codes": {"1008": "authentication missing or invalid, a malformed filter, or later a token that "
                                     "no longer stands (expired, revoked, user disabled)",
                             "1009": "a client message past the size cap (api/ws.py MAX_MESSAGE_BYTES)",
-                            "1011": "events unavailable"},
+                            "1011": "events unavailable",
+                            "1013": "the token cannot be checked now (database unavailable): try again later"},
         },
     },
 }

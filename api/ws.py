@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("ws", __name__)
 POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
 AUTH_WAIT_SECONDS = 10.0
 MAX_MESSAGE_BYTES = 16 * 1024  # an auth message is a few hundred bytes
 IDLE_POLL_SECONDS = 0.5
@@ -161,9 +162,14 @@ def executions_stream(ws):
     except Exception as exc:
         _refuse(ws, POLICY_VIOLATION, str(getattr(exc, "message", "invalid filter")))
         return
-    claims = _claims_for(_bearer())
-    if claims is None and not request.headers.get("Authorization") and "token" not in request.args:
-        claims = _claims_for(_first_message_token(ws))
+    try:
+        claims = _claims_for(_bearer())
+        if claims is None and not request.headers.get("Authorization") and "token" not in request.args:
+            claims = _claims_for(_first_message_token(ws))
+    except SQLAlchemyError:  # the token cannot be checked now: "try again later", not a 500 in the socket
+        log.warning("websocket refused: database unavailable", exc_info=True)
+        _refuse(ws, TRY_AGAIN_LATER, "database unavailable")
+        return
     if claims is None:
         _refuse(ws, POLICY_VIOLATION, "authentication required")
         return
