@@ -157,7 +157,7 @@ class LocalSession:
     def __init__(self, runner: "LocalRunner") -> None:
         self._runner = runner
         self._home: str | None = None  # the run-as account's home for this session, made on first run
-        self._popen: dict[str, Any] | None = None
+        self._launch: tuple[list[str], dict[str, Any]] | None = None  # argv prefix, Popen keywords
 
     def __enter__(self) -> "LocalSession":
         return self
@@ -167,20 +167,20 @@ class LocalSession:
 
     def close(self) -> None:
         """Remove the session's home, if it made one. Each run owns (and has reaped) its own process."""
-        home, self._home, self._popen = self._home, None, None
+        home, self._home, self._launch = self._home, None, None
         if home is not None:
             # a command may have left anything there; rmtree does not follow its symlinks
             shutil.rmtree(home, onerror=_log_cleanup)
 
-    def _popen_args(self) -> dict[str, Any]:
-        """Who the command runs as, where, and with which environment."""
-        if self._popen is not None:
-            return self._popen
+    def _launcher(self) -> tuple[list[str], dict[str, Any]]:
+        """Who the command runs as, where, and with which environment: an argv prefix and Popen keywords."""
+        if self._launch is not None:
+            return self._launch
         runner = self._runner
         account = runner.account
         if account is None:
-            self._popen = {"env": runner.env, "cwd": runner.cwd, "prefix": []}
-            return self._popen
+            self._launch = [], {"env": runner.env, "cwd": runner.cwd}
+            return self._launch
         # An empty home of its own, so tools that write to $HOME or the working directory work and
         # what one branch leaves there is gone for the next (hygiene, not isolation: branches share
         # the account, and with it /tmp and each other's processes); removed on close().
@@ -195,12 +195,12 @@ class LocalSession:
         env.update({b"HOME": os.fsencode(home), b"USER": os.fsencode(account.pw_name),
                     b"LOGNAME": os.fsencode(account.pw_name)})
         if runner.setpriv:  # --clear-groups drops root's supplementary groups; it then execs the shell
-            self._popen = {"env": env, "cwd": home, "prefix": [
-                runner.setpriv, f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--clear-groups", "--"]}
+            self._launch = ([runner.setpriv, f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}",
+                             "--clear-groups", "--"], {"env": env, "cwd": home})
         else:  # the same switch by subprocess itself (which then forks instead of vforking: slower)
-            self._popen = {"env": env, "cwd": home, "prefix": [], "user": account.pw_uid, "group": account.pw_gid,
-                           "extra_groups": []}
-        return self._popen
+            self._launch = [], {"env": env, "cwd": home, "user": account.pw_uid, "group": account.pw_gid,
+                                "extra_groups": []}
+        return self._launch
 
     def run(
         self,
@@ -217,10 +217,9 @@ class LocalSession:
         if cancel is not None and cancel.is_set():
             return result(None, "cancelled", "cancelled before the command started")
         try:
-            popen_args = dict(self._popen_args())
+            prefix, popen_args = self._launcher()
         except OSError as exc:
             return result(None, "command_failed", f"cannot make a home for the command: {exc}")
-        prefix = popen_args.pop("prefix")
         try:
             proc = subprocess.Popen(
                 [*prefix, self._runner.shell, "-c", command],
