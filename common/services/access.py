@@ -74,8 +74,8 @@ def credential_grant(credential_id: int, address: str, port: int, queue: str) ->
 def may_use_credential(credential_id: int, allowed_hosts: Iterable[str], grant: str | None, address: str,
                        port: int, queue: str) -> bool:
     """The worker's check right before it connects: the list, or the administrator's exact pairing."""
-    return (address_allowed(allowed_hosts, address)
-            or grant == credential_grant(credential_id, address, port, queue))
+    return (grant == credential_grant(credential_id, address, port, queue)  # the common case, and cheap
+            or address_allowed(allowed_hosts, address))
 
 
 def local_serials(targets: Iterable) -> list[str]:
