@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Callable, Protocol
 
 from worker.runners.output import OutputCollector
 
@@ -34,7 +34,7 @@ class StepResult:
     exit_code: int | None
     stdout: str
     stderr: str
-    error_type: str | None  # unreachable|auth_failed|host_key_mismatch|timeout|command_failed|cancelled
+    error_type: str | None  # a common.statuses.ErrorType (unreachable, timeout, connection_lost, ...)
     error_message: str | None
     started_at: datetime
     completed_at: datetime
@@ -79,7 +79,15 @@ class Session(Protocol):
         stdin: bytes | None = None,
         timeout: float | None = None,
         cancel: threading.Event | None = None,
-    ) -> StepResult: ...
+        on_start: Callable[[int], None] | None = None,
+    ) -> StepResult:
+        """Run one command to its end, its timeout or a cancel.
+
+        ``on_start`` is called at most once, with the PID of the command's process group leader
+        as soon as it is known, from the calling thread: the group outlives a worker that dies,
+        and whoever takes over needs the PID to kill it.
+        """
+        ...
 
     def close(self) -> None: ...
 

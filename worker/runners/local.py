@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from common.config import DEFAULT_LOCAL_RUN_AS, LOCAL_RUN_AS_SELF, local_account
 
@@ -209,6 +209,7 @@ class LocalSession:
         stdin: bytes | None = None,
         timeout: float | None = None,
         cancel: threading.Event | None = None,
+        on_start: Callable[[int], None] | None = None,  # not called: only a remote group is killed by PID later
     ) -> StepResult:
         deadline = time.monotonic() + timeout if timeout is not None else None
         recorder = StepRecorder(self._runner.output_cap)
