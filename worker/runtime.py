@@ -46,7 +46,8 @@ class WorkerRuntime:
         self.events = events if events is not None else make_event_bus(settings)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.pool = SSHPool(idle_timeout=settings.ssh_pool_idle_seconds)
-        self.ssh = SSHRunner(pool=self.pool, output_cap=settings.output_cap_bytes)
+        self.ssh = SSHRunner(pool=self.pool, output_cap=settings.output_cap_bytes,
+                             keepalive=settings.ssh_keepalive_seconds)
         self.local = make_local_runner(settings)
         self.heartbeats = HeartbeatMonitor(self.db, settings.heartbeat_seconds)
         self.claimer = Claimer(self.db, self.name, publish=self.publish)
