@@ -249,14 +249,28 @@ def build_document(app: Flask) -> dict[str, Any]:
     }
 
 
-def _error(code: int, description: str | None = None) -> dict[str, Any]:
+def _error(code: int, description: str | None = None, *, retry_after: str | None = None) -> dict[str, Any]:
+    """An error response in the envelope; `retry_after` describes its (required) Retry-After header."""
     response: dict[str, Any] = {
         "description": description or HTTP_CODES.get(code) or HTTP_STATUS_CODES.get(code, "Error"),
         "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorOut")}}}}
     if code == 429:
-        response["headers"] = {"Retry-After": {"required": True, "description": "Seconds until the window resets",
+        retry_after = retry_after or "Seconds until the window resets"
+    if retry_after:
+        response["headers"] = {"Retry-After": {"required": True, "description": retry_after,
                                                "schema": {"type": "integer", "minimum": 0}}}
     return response
+
+
+# what every declared route answers while the database cannot be reached (api/errors.py): each one reads it,
+# for the token's user if nothing else
+DATABASE_UNAVAILABLE = 503
+
+
+def _database_unavailable() -> dict[str, Any]:
+    return _error(DATABASE_UNAVAILABLE, "The database cannot be reached (error service_unavailable, "
+                                        "details.retry_after); nothing was changed: retry after Retry-After seconds",
+                  retry_after="Seconds to wait before retrying")
 
 
 # on every /api response while rate limits are on (RATE_LIMITS_ENABLED)
@@ -284,8 +298,9 @@ SERVER_STATUSES = frozenset({414, 431, 500})
 def implied_statuses(spec, path_params: list[dict[str, Any]]) -> set[int]:
     """Every status the edges around a view can answer, given its declaration (api/endpoint.py, api/errors.py,
     api/limits.py): 401/403 from auth and roles, 400/413/415/422 from the body, 400 from the query, 404/422
-    from path values (unknown, or not a serial), 429 from the rate limits, 414/431 from the server's limits."""
-    codes = set(SERVER_STATUSES) | {429}
+    from path values (unknown, or not a serial), 429 from the rate limits, 414/431 from the server's limits, 503
+    while the database cannot be reached."""
+    codes = set(SERVER_STATUSES) | {429, DATABASE_UNAVAILABLE}
     if spec.auth:
         codes.add(401)
     if spec.roles:
@@ -311,7 +326,7 @@ def _responses(spec, refs: dict, path_params: list[dict[str, Any]], endpoint: st
     ok["headers"] = headers
     responses = {str(spec.status): ok}
     for code in sorted(set(spec.errors) | implied_statuses(spec, path_params)):
-        responses[str(code)] = _error(code)
+        responses[str(code)] = _database_unavailable() if code == DATABASE_UNAVAILABLE else _error(code)
     return responses
 
 
