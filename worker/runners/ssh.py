@@ -20,6 +20,8 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+from paramiko.ssh_exception import SSHException
+
 from .base import ConnectError, ConnectionSpec
 from .output import DEFAULT_OUTPUT_CAP
 from .ssh_connect import Connector
@@ -106,8 +108,10 @@ class SSHRunner:
             raise ValueError(f"not a process group to kill: {pid}")
         where = f"{spec.host}:{spec.port}"
         try:
-            session = self.open(spec)
+            with self.open(spec) as session:
+                return session.kill_group(pid)
         except ConnectError as exc:
             return f"could not reach {where} to kill remote process group {pid}: {exc.message}"
-        with session:
-            return session.kill_group(pid)
+        except (SSHException, EOFError, OSError) as exc:  # the link died between two of its steps
+            logger.warning("killing remote process group %s on %s failed", pid, where, exc_info=True)
+            return f"could not reach {where} to kill remote process group {pid}: {type(exc).__name__}: {exc}"
