@@ -5,7 +5,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask
+from flask import Flask, g
 
 from api import (analytics, auth, credentials, executions, health, jobs, openapi, runs, target_history, targets,
                  users, ws)
@@ -23,9 +23,12 @@ BLUEPRINTS = (auth.bp, users.bp, credentials.bp, targets.bp, target_history.bp, 
 
 
 def _retry_after_only_on_429(response):
-    """flask-limiter adds Retry-After whenever it adds the rate-limit headers; it means something only on a 429."""
+    """flask-limiter adds Retry-After whenever it adds the rate-limit headers; it means something only on a
+    429, or on the 503 of a database outage, where api/errors.py put its own in `g.retry_after`."""
     if response.status_code != 429:
         response.headers.pop("Retry-After", None)
+    if g.get("retry_after") is not None:
+        response.headers["Retry-After"] = str(g.retry_after)
     return response
 
 

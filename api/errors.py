@@ -3,17 +3,16 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, g, jsonify, request
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError, SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from common import errors as domain
+from common.db import unavailable as database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -115,59 +114,9 @@ def _is_conflict(exc: IntegrityError) -> bool:
 # How long a client is told to wait (Retry-After, details.retry_after) when the database cannot be reached
 DATABASE_RETRY_AFTER_SECONDS = 5
 
-# SQLSTATEs the server sends when it is, or is going, away: class 08 (connection exception), a shutdown
-# (57P01 admin, 57P02 crash), still starting up (57P03), out of connection slots (53300)
-_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
-# SQLite's primary result codes for a database that cannot be had now: SQLITE_BUSY (locked past the busy
-# timeout), SQLITE_LOCKED, SQLITE_CANTOPEN
-_UNAVAILABLE_SQLITE_CODES = frozenset({5, 6, 14})
-_UNAVAILABLE_SQLITE_TEXT = ("database is locked", "database table is locked", "unable to open database file")
-
-
-def database_unavailable(exc: BaseException) -> bool:
-    """Whether `exc` says the database cannot be reached now (a 503: retry later), as opposed to a statement
-    that failed on a working connection (a bug or a constraint: 500 or 409).
-
-    Unreachable: a pool checkout that timed out; a connection the driver found dead mid-use (SQLAlchemy
-    sets connection_invalidated); an OperationalError raised without a SQLSTATE, which for psycopg is a
-    client-side failure: connection refused, the server closed the connection, a connect-time FATAL
-    (database not accepting connections); or one whose SQLSTATE says the server is going or gone. For
-    SQLite: locked past its timeout, or the file cannot be opened. A statement timeout (57014), a
-    deadlock (40P01), a ProgrammingError and the like are answered on a live connection: not unreachable."""
-    if isinstance(exc, (PoolTimeout, DisconnectionError)):
-        return True
-    if not isinstance(exc, DBAPIError):
-        return False
-    if exc.connection_invalidated:
-        return True
-    if not isinstance(exc, OperationalError):
-        return False
-    orig = exc.orig
-    if isinstance(orig, sqlite3.Error):
-        code = getattr(orig, "sqlite_errorcode", None)
-        if code is not None:
-            return code & 0xFF in _UNAVAILABLE_SQLITE_CODES
-        return str(orig).startswith(_UNAVAILABLE_SQLITE_TEXT)
-    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)  # psycopg 3, psycopg2
-    return state is None or state.startswith("08") or state in _UNAVAILABLE_SQLSTATES
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else ""
-
-
-class RetryLaterResponse(Response):
-    """A 503 whose Retry-After survives the after_request hooks: api/app.py drops Retry-After from every
-    response but a 429 (flask-limiter adds its own to every response), so the header is set again as the
-    response is written out."""
-
-    retry_after_seconds = DATABASE_RETRY_AFTER_SECONDS
-
-    def get_wsgi_headers(self, environ):
-        headers = super().get_wsgi_headers(environ)
-        headers["Retry-After"] = str(self.retry_after_seconds)
-        return headers
 
 
 def database_unavailable_response(exc: BaseException):
@@ -176,12 +125,11 @@ def database_unavailable_response(exc: BaseException):
     orig = getattr(exc, "orig", None) or exc
     log.warning("database unavailable method=%s path=%s error=%s.%s: %s", request.method, request.path,
                 type(orig).__module__, type(orig).__qualname__, _first_line(orig))
-    seconds = RetryLaterResponse.retry_after_seconds
+    seconds = DATABASE_RETRY_AFTER_SECONDS
     body = {"error": HTTP_CODES[503], "message": f"The database is unreachable; retry after {seconds} seconds",
             "details": {"retry_after": seconds}}
-    response = RetryLaterResponse(current_app.json.dumps(body) + "\n", status=503, mimetype="application/json")
-    response.headers["Retry-After"] = str(seconds)
-    return response
+    g.retry_after = seconds  # the after-request hooks would replace a header set here with the limiter's
+    return error_response(503, body["message"], body["details"])
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -33,3 +33,24 @@ class Transport(kombu_redis.Transport):
 def transport_for(broker_url: str) -> str | None:
     """Our transport for Redis brokers; None (kombu picks from the URL) for any other."""
     return TRANSPORT if broker_url.split("://", 1)[0] in ("redis", "rediss") else None
+
+
+WITNESS_KEY = "opsconductor:broker-witness"
+
+
+class LossWitness:
+    """Tells whether the broker lost its queued messages since it was last asked. A Redis without
+    persistence forgets every queued task when it restarts (or is flushed); a key set beside them
+    goes with them, so its absence is the sign. Other brokers keep durable queues: never lost."""
+
+    def __init__(self, broker_url: str):
+        self._client = None
+        if transport_for(broker_url) is not None:
+            import redis  # only Redis brokers need a client of their own
+
+            self._client = redis.Redis.from_url(broker_url, socket_timeout=5, socket_connect_timeout=5)
+
+    def messages_lost(self) -> bool:
+        """True the first time it is asked after the broker lost its data (and the first time ever,
+        which costs only a harmless re-send). Raises while the broker is down."""
+        return self._client is not None and bool(self._client.set(WITNESS_KEY, "1", nx=True))

@@ -75,7 +75,10 @@ class Settings:
     dispatch_grace_seconds: float = 10.0
     sweep_interval_seconds: float = 5.0
     ssh_pool_idle_seconds: float = 60.0
-    worker_concurrency: int = 32
+    ssh_keepalive_seconds: float = 10.0  # a link silent for about 3 × this is lost; 0 turns keepalives off
+    redispatch_seconds: float = 300.0  # a queued branch's message not taken after this long is sent again
+    database_retry_seconds: float = 600.0  # how long a worker keeps a result it cannot yet write
+    worker_concurrency: int = 64  # threads per worker process; the only source (Procfile and compose pass none)
     # the account a root worker runs local targets' commands as; None: the worker's own user
     local_run_as: str | None = DEFAULT_LOCAL_RUN_AS
 
@@ -135,6 +138,8 @@ _TUNABLES = {
     "heartbeat_seconds": "HEARTBEAT_SECONDS", "worker_lost_seconds": "WORKER_LOST_SECONDS",
     "dispatch_grace_seconds": "DISPATCH_GRACE_SECONDS", "sweep_interval_seconds": "SWEEP_INTERVAL_SECONDS",
     "ssh_pool_idle_seconds": "SSH_POOL_IDLE_SECONDS", "worker_concurrency": "WORKER_CONCURRENCY",
+    "ssh_keepalive_seconds": "SSH_KEEPALIVE_SECONDS", "redispatch_seconds": "REDISPATCH_SECONDS",
+    "database_retry_seconds": "DATABASE_RETRY_SECONDS",
 }
 
 

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,61 @@ def retry_on_disconnect(work: Callable[[], T]) -> T:
             raise
         log.warning("database connection lost; retrying once on a new one")
         return work()
+
+
+# SQLSTATEs the server sends when it is, or is going, away: class 08 (connection exception), a shutdown
+# (57P01 admin, 57P02 crash), still starting up (57P03), out of connection slots (53300)
+_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+# SQLite's primary result codes for a database that cannot be had now: SQLITE_BUSY (locked past the busy
+# timeout), SQLITE_LOCKED, SQLITE_CANTOPEN
+_UNAVAILABLE_SQLITE_CODES = frozenset({5, 6, 14})
+_UNAVAILABLE_SQLITE_TEXT = ("database is locked", "database table is locked", "unable to open database file")
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot be reached now (a 503: retry later), as opposed to a statement
+    that failed on a working connection (a bug or a constraint: 500 or 409).
+
+    Unreachable: a pool checkout that timed out; a connection the driver found dead mid-use (SQLAlchemy
+    sets connection_invalidated); an OperationalError raised without a SQLSTATE, which for psycopg is a
+    client-side failure: connection refused, the server closed the connection, a connect-time FATAL
+    (database not accepting connections); or one whose SQLSTATE says the server is going or gone. For
+    SQLite: locked past its timeout, or the file cannot be opened. A statement timeout (57014), a
+    deadlock (40P01), a ProgrammingError and the like are answered on a live connection: not unreachable."""
+    if isinstance(exc, (PoolTimeout, DisconnectionError)):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    orig = exc.orig
+    if isinstance(orig, sqlite3.Error):
+        code = getattr(orig, "sqlite_errorcode", None)
+        if code is not None:
+            return code & 0xFF in _UNAVAILABLE_SQLITE_CODES
+        return str(orig).startswith(_UNAVAILABLE_SQLITE_TEXT)
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)  # psycopg 3, psycopg2
+    return state is None or state.startswith("08") or state in _UNAVAILABLE_SQLSTATES
+
+
+def while_unavailable(work: Callable[[], T], *, budget: float, what: str, first_wait: float = 0.25,
+                      max_wait: float = 5.0) -> T:
+    """Run ``work``; while the database is unavailable, wait (doubling, up to ``max_wait``) and run
+    it again, for up to ``budget`` seconds. For the worker's writes of work already done on a
+    target: a result must outlive a database restart or outage. ``work`` must be safe to repeat."""
+    deadline = time.monotonic() + budget
+    wait = first_wait
+    while True:
+        try:
+            return work()
+        except Exception as exc:
+            if not unavailable(exc) or time.monotonic() + wait > deadline:
+                raise
+            log.warning("database unavailable for %s (%s); trying again in %.2gs", what, type(exc).__name__, wait)
+        time.sleep(wait)
+        wait = min(wait * 2, max_wait)
 
 
 READ_ONLY = "opsconductor_read_only"  # execution option: this transaction only reads

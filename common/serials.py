@@ -1,13 +1,9 @@
-"""Hierarchical serials: J2025 0001 . 0001 . 0001. Parsing is pure; allocation uses an atomic
-per-scope counter row bumped inside the caller's transaction (row lock on PostgreSQL)."""
+"""Hierarchical serials: J2025 0001 . 0001 . 0001: formats, parsing and validation, all pure.
+Allocation lives beside its counter table (common/models/counter.py)."""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
-
-from sqlalchemy import update
-from sqlalchemy.orm import Session
 
 from common.errors import ValidationFailed
 
@@ -82,37 +78,3 @@ def parse(value: str) -> ParsedSerial | None:
     if FORMATS["job_serial"][1].match(value):
         return ParsedSerial("job", value, None, None)
     return None
-
-
-def next_in_scope(session: Session, scope: str) -> int:
-    """Atomically take the next number of `scope` (e.g. "J2026"); concurrent callers block on the row."""
-    from common.models import SerialCounter
-
-    bump = update(SerialCounter).where(SerialCounter.scope == scope).values(value=SerialCounter.value + 1)
-    value = session.execute(bump.returning(SerialCounter.value)).scalar_one_or_none()
-    if value is not None:
-        return value
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    session.execute(dialect_insert(SerialCounter).values(scope=scope, value=0).on_conflict_do_nothing())
-    return session.execute(bump.returning(SerialCounter.value)).scalar_one()
-
-
-def _utc_year(created_at: datetime) -> int:
-    """The UTC year of `created_at` (an aware datetime; a naive one is taken as UTC)."""
-    if created_at.tzinfo is not None:
-        created_at = created_at.astimezone(timezone.utc)
-    return created_at.year
-
-
-def allocate_job_serial(session: Session, created_at: datetime) -> str:
-    year = _utc_year(created_at)
-    return job_serial(year, next_in_scope(session, f"J{year}"))
-
-
-def allocate_target_serial(session: Session, created_at: datetime) -> str:
-    year = _utc_year(created_at)
-    return target_serial(year, next_in_scope(session, f"T{year}"))

@@ -44,6 +44,8 @@ class ErrorType(StrEnum):
     WORKER_LOST = "worker_lost"
     CANCELLED = "cancelled"
     CREDENTIAL_NOT_ALLOWED = "credential_not_allowed"
+    CONNECTION_LOST = "connection_lost"  # the link to the target died while a command ran
+    INTERNAL_ERROR = "internal_error"  # a bug or an infrastructure fault in the worker, not the target
 
 
 BRANCH_TERMINAL = frozenset({BranchStatus.COMPLETED, BranchStatus.FAILED, BranchStatus.TIMED_OUT, BranchStatus.CANCELLED})

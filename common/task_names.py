@@ -1,5 +1,4 @@
-"""Celery task names: the only thing the API and the worker share about tasks."""
+"""Celery task names: the only thing the API, the worker and the maintenance loop share about tasks."""
 
 RUN_BRANCH = "opsconductor.run_branch"
-SWEEP = "opsconductor.sweep"
-FIRE_DUE_JOBS = "opsconductor.fire_due_jobs"
+KILL_ORPHAN = "opsconductor.kill_orphan"  # kill what a lost branch left running on its target

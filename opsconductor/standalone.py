@@ -19,8 +19,8 @@ from common.config import Settings
 from common.db import Database
 from common.events import LocalEventBus
 from common.migrate import upgrade
-from worker import maintenance
 from worker.celery_app import make_celery
+from worker.maintenance import Maintenance
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class Embedded:
         self._worker = worker
         self._threads = (
             threading.Thread(target=worker.start, name="celery-worker", daemon=True),
-            threading.Thread(target=self._maintenance, name="maintenance", daemon=True),
+            threading.Thread(target=self._maintenance().run, args=(self._stop,), name="maintenance", daemon=True),
             threading.Thread(target=self.server.serve_forever, name="http", daemon=True),
         )
         for t in self._threads:
@@ -85,14 +85,9 @@ class Embedded:
     def port(self) -> int:
         return self.server.server_port
 
-    def _maintenance(self) -> None:
-        send = self.celery.send_by_name
-        while not self._stop.wait(min(1.0, self.settings.sweep_interval_seconds)):
-            try:
-                maintenance.fire_due_jobs(self.runtime, send)
-                maintenance.sweep(self.runtime, send)
-            except Exception:
-                log.exception("maintenance round failed")
+    def _maintenance(self) -> Maintenance:
+        """The sweep and the scheduler, sending to the one queue the in-process worker consumes."""
+        return Maintenance(self.settings, self.runtime.db, self.runtime.events, EmbeddedDispatcher(self.celery).send)
 
     def stop(self) -> None:
         if self._stop:

@@ -1,22 +1,26 @@
 """The Celery app: Redis broker in production, the in-memory transport in the embedded default.
-Late acks with idempotent tasks, prefetch 1, a thread pool sized for I/O-bound SSH work."""
+Late acks with idempotent tasks, prefetch 1, a thread pool sized for I/O-bound SSH work. The beat
+process schedules no tasks: it runs the maintenance loop itself (worker/maintenance.py)."""
 from __future__ import annotations
 
+import logging
 import os
 import threading
-from datetime import timedelta
 
-from celery import Celery
+from celery import Celery, signals
 
 from common.broker import transport_for
 from common.config import Settings
 from common.migrate import upgrade
+from common.db import Database
+from common.events import make_event_bus
 from common.services.dispatch import send_batch
-from common.task_names import FIRE_DUE_JOBS, RUN_BRANCH, SWEEP
-from worker import executor, maintenance
+from common.task_names import KILL_ORPHAN, RUN_BRANCH
+from worker import executor
+from worker.maintenance import Maintenance
 from worker.runtime import WorkerRuntime
 
-FIRE_DUE_INTERVAL = 1.0
+log = logging.getLogger(__name__)
 
 
 def make_celery(settings: Settings, *, runtime: WorkerRuntime | None = None) -> Celery:
@@ -38,12 +42,7 @@ def make_celery(settings: Settings, *, runtime: WorkerRuntime | None = None) -> 
         worker_concurrency=settings.worker_concurrency,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
-        beat_schedule={
-            "sweep": {"task": SWEEP, "schedule": timedelta(seconds=settings.sweep_interval_seconds),
-                      "options": {"queue": "default", "expires": settings.sweep_interval_seconds * 2}},
-            "fire-due-jobs": {"task": FIRE_DUE_JOBS, "schedule": timedelta(seconds=FIRE_DUE_INTERVAL),
-                              "options": {"queue": "default", "expires": FIRE_DUE_INTERVAL * 5}},
-        },
+        beat_schedule={},
     )
     lock = threading.Lock()
     state: dict[str, WorkerRuntime] = {}
@@ -66,13 +65,17 @@ def make_celery(settings: Settings, *, runtime: WorkerRuntime | None = None) -> 
     def run_branch(branch_id: int) -> None:
         executor.run_branch(get_runtime(), branch_id)
 
-    @app.task(name=SWEEP)
-    def sweep() -> dict:
-        return maintenance.sweep(get_runtime(), send)
+    @app.task(name=KILL_ORPHAN)
+    def kill_orphan(branch_id: int) -> None:
+        executor.kill_orphan(get_runtime(), branch_id)
 
-    @app.task(name=FIRE_DUE_JOBS)
-    def fire_due_jobs() -> int:
-        return maintenance.fire_due_jobs(get_runtime(), send)
+    @signals.beat_init.connect(weak=False)
+    def start_maintenance(sender, **_kwargs) -> None:
+        if sender.app is not app:
+            return
+        maintenance = Maintenance(settings, Database(settings.database_url), make_event_bus(settings), send)
+        threading.Thread(target=maintenance.run, args=(threading.Event(),), name="maintenance", daemon=True).start()
+        log.info("maintenance loop started in the beat process")
 
     app.get_runtime = get_runtime  # type: ignore[attr-defined]
     app.send_by_name = send  # type: ignore[attr-defined]

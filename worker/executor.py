@@ -1,11 +1,13 @@
-"""Running one branch: claim it, open the target, run its actions in order, record each step,
-finish it exactly once, publish after every commit. No database session is held across SSH I/O."""
+"""Running one branch: claim it, open the target, run its actions in order, record each step as it
+ends, finish it exactly once, publish after every commit. No database session is held across SSH
+I/O. Also killing what a branch whose worker died left running on its target."""
 from __future__ import annotations
 
 import logging
 import threading
 from dataclasses import dataclass, field
 
+from common.db import while_unavailable
 from common.services import executions as svc
 from common.hostkeys import fingerprint
 from common.statuses import BranchStatus, ErrorType
@@ -25,7 +27,7 @@ class Outcome:
     error_type: str | None = None
     stdout: list[str] = field(default_factory=list)
     stderr: list[str] = field(default_factory=list)
-    last_step: dict | None = None  # written in the finishing transaction: one commit fewer per branch
+    last_step: dict | None = None  # the final step, written in the finishing transaction: one commit fewer
 
 
 def run_branch(rt: WorkerRuntime, branch_id: int) -> str | None:
@@ -36,12 +38,14 @@ def run_branch(rt: WorkerRuntime, branch_id: int) -> str | None:
         return None
     context = f"branch={work.branch_serial} target={work.target_serial}"
     cancel = rt.heartbeats.register(branch_id)
+    crash: Exception | None = None
     try:
         outcome = _run(rt, work, cancel, context)
-    except Exception as exc:  # infrastructure or a bug: the branch still ends, with the reason
+    except Exception as exc:  # a bug or an infrastructure fault: the branch still ends, with the reason
         log.exception("branch crashed %s", context)
-        outcome = Outcome(BranchStatus.FAILED, error_type=ErrorType.COMMAND_FAILED,
-                          stderr=[f"internal error: {type(exc).__name__}"])
+        crash = exc
+        outcome = Outcome(BranchStatus.FAILED, error_type=ErrorType.INTERNAL_ERROR,
+                          stderr=[f"internal error in the worker: {type(exc).__name__}: {exc}"])
     finally:
         rt.heartbeats.unregister(branch_id)
     cap = rt.settings.output_cap_bytes
@@ -50,6 +54,8 @@ def run_branch(rt: WorkerRuntime, branch_id: int) -> str | None:
         result_output=_joined(outcome.stdout, cap), result_error=_joined(outcome.stderr, cap),
         last_step=outcome.last_step, started_at=work.started_at)
     log.info("branch finished %s status=%s exit_code=%s", context, outcome.status, outcome.exit_code)
+    if crash is not None:
+        raise crash
     return outcome.status
 
 
@@ -98,25 +104,36 @@ def _run(rt: WorkerRuntime, work: svc.ClaimedBranch, cancel: threading.Event, co
         return Outcome(BranchStatus.FAILED, error_type=exc.error_type, stderr=[exc.message])
     outcome = Outcome(BranchStatus.COMPLETED, exit_code=0)
     try:
-        for action in work.actions:
+        for i, action in enumerate(work.actions):
             if cancel.is_set():
                 return _stopped(outcome, BranchStatus.CANCELLED, ErrorType.CANCELLED)
-            result = _run_action(rt, target, action, cancel)
-            if outcome.last_step is not None:
-                _record(rt, work.branch_id, outcome.last_step)
-            outcome.last_step = _step(action, result)
+            result = _run_action(rt, target, action, cancel, work)
+            step = _step(action, result)
             outcome.stdout.append(result.stdout)
-            outcome.stderr.append(result.stderr)
+            outcome.stderr.append(step["stderr"])
             outcome.exit_code = result.exit_code
-            if result.error_type == ErrorType.CANCELLED:
-                return _stopped(outcome, BranchStatus.CANCELLED, ErrorType.CANCELLED)
-            if result.error_type == ErrorType.TIMEOUT:
-                return _stopped(outcome, BranchStatus.TIMED_OUT, ErrorType.TIMEOUT)
-            if result.error_type is not None and not action["continue_on_error"]:
-                return _stopped(outcome, BranchStatus.FAILED, result.error_type)
+            stop = _stop_for(result, action)
+            if stop is not None:
+                outcome.last_step = step
+                return _stopped(outcome, *stop)
+            if i == len(work.actions) - 1:
+                outcome.last_step = step
+            else:  # committed now: a worker dying during the next action must not lose this one
+                _record(rt, work.branch_id, step)
     finally:
         target.close()
     return outcome
+
+
+def _stop_for(result: StepResult, action: dict) -> tuple[BranchStatus, str] | None:
+    """How the branch ends because of this step, or None when it goes on."""
+    if result.error_type == ErrorType.CANCELLED:
+        return BranchStatus.CANCELLED, ErrorType.CANCELLED
+    if result.error_type == ErrorType.TIMEOUT:
+        return BranchStatus.TIMED_OUT, ErrorType.TIMEOUT
+    if result.error_type is not None and not action["continue_on_error"]:
+        return BranchStatus.FAILED, result.error_type
+    return None
 
 
 def _stopped(outcome: Outcome, status: BranchStatus, error_type: str) -> Outcome:
@@ -125,13 +142,23 @@ def _stopped(outcome: Outcome, status: BranchStatus, error_type: str) -> Outcome
     return outcome
 
 
-def _run_action(rt: WorkerRuntime, target: Session, action: dict, cancel: threading.Event) -> StepResult:
+def _run_action(rt: WorkerRuntime, target: Session, action: dict, cancel: threading.Event,
+                work: svc.ClaimedBranch) -> StepResult:
     params = action["parameters"]
     timeout = action["timeout_seconds"] or rt.settings.default_action_timeout
-    if action["action_type"] == "script":
-        return target.run(params.get("interpreter") or DEFAULT_INTERPRETER, stdin=params["script"].encode(),
-                          timeout=timeout, cancel=cancel)
-    return target.run(params["command"], timeout=timeout, cancel=cancel)
+    branch_id = work.branch_id
+
+    def started(pid: int) -> None:
+        if work.connection != "local":  # a local group dies with its worker's host, or is no one's to kill
+            rt.heartbeats.remote_pid(branch_id, pid)
+
+    try:
+        if action["action_type"] == "script":
+            return target.run(params.get("interpreter") or DEFAULT_INTERPRETER, stdin=params["script"].encode(),
+                              timeout=timeout, cancel=cancel, on_start=started)
+        return target.run(params["command"], timeout=timeout, cancel=cancel, on_start=started)
+    finally:
+        rt.heartbeats.remote_pid(branch_id, None)
 
 
 def _step(action: dict, result: StepResult) -> dict:
@@ -139,11 +166,42 @@ def _step(action: dict, result: StepResult) -> dict:
               ErrorType.CANCELLED: BranchStatus.CANCELLED}.get(result.error_type, BranchStatus.FAILED)
     return {"position": action["position"], "action_name": action["action_name"],
             "action_type": action["action_type"], "status": status, "exit_code": result.exit_code,
-            "stdout": result.stdout, "stderr": result.stderr, "error_type": result.error_type,
+            "stdout": result.stdout, "stderr": _with_reason(result), "error_type": result.error_type,
             "started_at": result.started_at, "completed_at": result.completed_at, "duration": result.duration}
 
 
+def _with_reason(result: StepResult) -> str:
+    """The command's stderr, then why the runner ended it (a timeout, a lost link, a kill that could
+    not be confirmed); a plain non-zero exit needs no words beyond its exit code."""
+    plain_exit = result.error_type == ErrorType.COMMAND_FAILED and result.exit_code is not None
+    if not result.error_message or plain_exit:
+        return result.stderr
+    separator = "" if not result.stderr or result.stderr.endswith("\n") else "\n"
+    return f"{result.stderr}{separator}[opsconductor] {result.error_message}\n"
+
+
 def _record(rt: WorkerRuntime, branch_id: int, step: dict) -> None:
+    def write() -> None:
+        with rt.db.connection() as conn:
+            svc.record_step(conn, branch_id, step)
+            conn.commit()
+
+    while_unavailable(write, budget=rt.settings.database_retry_seconds, what="a step")
+
+
+def kill_orphan(rt: WorkerRuntime, branch_id: int) -> None:
+    """Kill the process group a worker_lost branch left running on its SSH target (best effort:
+    the outcome is appended to the branch's result_error either way)."""
     with rt.db.connection() as conn:
-        svc.record_step(conn, branch_id, step)
+        orphan = svc.orphan_of(conn, branch_id)
+    if orphan is None:
+        return
+    work, pid = orphan
+    try:
+        outcome = rt.ssh.kill_group(_spec(rt, work), pid)
+    except ConnectError as exc:
+        outcome = f"remote process group {pid} may still run: {exc.message}"
+    log.warning("orphan of lost branch %s: %s", work.branch_serial, outcome)
+    with rt.db.connection() as conn:
+        svc.orphan_reaped(conn, branch_id, pid, outcome)
         conn.commit()

@@ -8,8 +8,10 @@ the next batch. Nothing waits for a batch to fill, so a lone claim or finish cos
 
 Each branch still changes state through its own conditional update (claimed once, finished
 once, whatever else runs). A batch that fails is written again one branch at a time, so one bad
-row cannot take its neighbours down. The leader publishes the batch's events right after its
-commit, in order and in one round trip."""
+row cannot take its neighbours down; a batch the database cannot take yet (an outage, a restart)
+is tried again with backoff for `retry_for` seconds, so work already done on a target is not lost
+to it. The leader publishes the batch's events right after its commit, in order and in one round
+trip."""
 from __future__ import annotations
 
 import logging
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.db import Database, retry_on_disconnect
+from common.db import Database, retry_on_disconnect, while_unavailable
 from common.services import executions as svc
 from common.statuses import BranchStatus
 
@@ -37,10 +39,11 @@ class GroupCommit:
     one request is written alone (_write_one)."""
 
     def __init__(self, db: Database, *, publish: Callable[[list[svc.Event]], None] | None = None,
-                 max_batch: int = 64):
+                 max_batch: int = 64, retry_for: float = 0.0):
         self._db = db
         self._publish = publish
         self._max_batch = max_batch
+        self._retry_for = retry_for  # how long a batch waits out a database outage before it fails
         self._lock = threading.Lock()
         self._queued: list[_Request] = []
         self._leading = False
@@ -83,7 +86,8 @@ class GroupCommit:
 
     def _write(self, batch: list[_Request]) -> None:
         try:
-            self._write_batch(batch)
+            while_unavailable(lambda: self._write_batch(batch), budget=self._retry_for,
+                              what=f"{type(self).__name__} of {len(batch)}")
             self.batches += 1
             self.requests += len(batch)
         except Exception:

@@ -1,5 +1,6 @@
 """One heartbeat thread per worker process: keeps every running branch of this process alive in
-the database and delivers cancel requests to the branches they concern."""
+the database, records the remote process group each one is running now (so a branch whose worker
+dies can have its commands killed), and delivers cancel requests to the branches they concern."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +11,8 @@ from common.services.executions import heartbeat
 
 log = logging.getLogger(__name__)
 
+PID_SETTLE = 0.1  # seconds: a new remote PID is written this soon, together with those of its neighbours
+
 
 class HeartbeatMonitor:
     def __init__(self, db: Database, interval: float):
@@ -17,8 +20,10 @@ class HeartbeatMonitor:
         self._interval = interval
         self._lock = threading.Lock()
         self._running: dict[int, threading.Event] = {}
+        self._pids: dict[int, int | None] = {}  # remote PIDs not yet written
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
 
     def register(self, branch_id: int) -> threading.Event:
         """Returns the branch's cancel event."""
@@ -33,19 +38,37 @@ class HeartbeatMonitor:
     def unregister(self, branch_id: int) -> None:
         with self._lock:
             self._running.pop(branch_id, None)
+            self._pids.pop(branch_id, None)
+
+    def remote_pid(self, branch_id: int, pid: int | None) -> None:
+        """The process group of the action the branch runs now (None: it ended); written within
+        PID_SETTLE seconds, by this thread, in the heartbeat's transaction."""
+        with self._lock:
+            if branch_id in self._running:
+                self._pids[branch_id] = pid
+        self._wake.set()
 
     def beat(self) -> None:
         with self._lock:
             running = dict(self._running)
+            pids, self._pids = self._pids, {}
         if not running:
             return
-        with self._db.session() as session:
-            cancelled = heartbeat(session, list(running))
+        try:
+            with self._db.session() as session:
+                cancelled = heartbeat(session, list(running), pids)
+        except BaseException:
+            with self._lock:  # written next time, unless a newer value came meanwhile
+                self._pids = {**{b: p for b, p in pids.items() if b in self._running}, **self._pids}
+            raise
         for branch_id in cancelled:
             running[branch_id].set()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
+        while not self._stop.is_set():
+            if self._wake.wait(self._interval):
+                self._stop.wait(PID_SETTLE)
+            self._wake.clear()
             try:
                 self.beat()
             except Exception:
@@ -53,3 +76,4 @@ class HeartbeatMonitor:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()

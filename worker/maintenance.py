@@ -1,52 +1,138 @@
-"""Periodic work that keeps nothing lost or stuck: re-dispatching branches that never reached a
-worker, failing branches whose worker died, and firing scheduled jobs exactly once."""
+"""The periodic work that keeps nothing lost or stuck: re-sending branches that never reached a
+worker or were lost in the broker, failing branches whose worker died (and having a live worker
+kill what they left running on the target), closing executions, firing scheduled jobs once.
+
+It runs against the database in a process that is sure to run (the beat process, or the
+embedded default's maintenance thread), never as a task: a branch whose only worker died must end
+although no worker is left to run a task."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import timedelta
 
+from common.broker import LossWitness
+from common.config import Settings
+from common.db import Database, unavailable
+from common.events import publish_events
 from common.models import utcnow
 from common.services import executions as svc
 from common.services.dispatch import Send, dispatch_branches
-from worker.runtime import WorkerRuntime
+from common.task_names import KILL_ORPHAN
 
 log = logging.getLogger(__name__)
 
-REDISPATCH_AFTER = timedelta(minutes=5)
+FIRE_DUE_INTERVAL = 1.0
 
 
-def sweep(rt: WorkerRuntime, send: Send) -> dict[str, int]:
-    s = rt.settings
-    with rt.db.session() as session:
-        pending = svc.branches_to_dispatch(session, grace=timedelta(seconds=s.dispatch_grace_seconds),
-                                           redispatch_after=REDISPATCH_AFTER)
-        svc.set_dispatched(session, [branch_id for branch_id, _ in pending], utcnow())
-        lost = svc.lost_branches(session, deadline=timedelta(seconds=s.worker_lost_seconds))
-    sent = dispatch_branches(rt.db, send, pending) if pending else 0
-    for branch_id in lost:
-        rt.publish(svc.fail_lost_branch(rt.db, branch_id))
-    with rt.db.session() as session:
-        unclosed = svc.unclosed_executions(session)
-    for execution_id in unclosed:
-        with rt.db.session() as session:
-            rt.publish(svc.close_if_done(session, execution_id))
-    if sent or lost or unclosed:
-        log.info("sweep redispatched=%d worker_lost=%d closed=%d", sent, len(lost), len(unclosed))
-    return {"redispatched": sent, "worker_lost": len(lost), "closed": len(unclosed)}
+class Maintenance:
+    def __init__(self, settings: Settings, db: Database, events: object, send: Send,
+                 witness: LossWitness | None = None):
+        self.settings = settings
+        self.db = db
+        self.events = events
+        self.send = send
+        self.witness = witness if witness is not None else LossWitness(settings.broker_url)
+        # since when the database has answered without a break; starting counts as a return, since
+        # heartbeats may have failed before this process was there to see it
+        self._db_since: float | None = time.monotonic()
+        self._next_sweep = 0.0
 
+    def publish(self, events: list[svc.Event]) -> None:
+        publish_events(self.events, events)
 
-def fire_due_jobs(rt: WorkerRuntime, send: Send) -> int:
-    with rt.db.session() as session:
-        due = svc.due_jobs(session, utcnow())
-    fired = 0
-    for job_id in due:
-        with rt.db.session() as session:
-            execution, events = svc.fire_scheduled_job(session, job_id)
-            branches = [(b.id, b.queue) for b in execution.branches] if execution else []
-        if execution is None:
-            continue
-        fired += 1
-        rt.publish(events)
-        dispatch_branches(rt.db, send, branches)
-        log.info("scheduled job fired execution=%s", execution.execution_serial)
-    return fired
+    def run(self, stop: threading.Event) -> None:
+        """Fire due jobs every second and sweep every SWEEP_INTERVAL_SECONDS until ``stop``."""
+        while not stop.wait(min(FIRE_DUE_INTERVAL, self.settings.sweep_interval_seconds)):
+            self.round()
+
+    def round(self) -> None:
+        sweep_due = time.monotonic() >= self._next_sweep
+        for part in (self.fire_due_jobs, self.sweep) if sweep_due else (self.fire_due_jobs,):
+            try:
+                part()
+            except Exception as exc:
+                if not unavailable(exc):
+                    log.exception("maintenance: %s failed", part.__name__)
+                    continue
+                if self._db_since is not None:
+                    log.warning("maintenance: database unavailable (%s); holding off worker_lost", type(exc).__name__)
+                self._db_since = None
+                return
+        if sweep_due:
+            self._next_sweep = time.monotonic() + self.settings.sweep_interval_seconds
+
+    def _database_answered(self) -> None:
+        if self._db_since is None:
+            self._db_since = time.monotonic()
+            log.info("maintenance: database reachable again")
+
+    def _heartbeats_current(self) -> bool:
+        """Whether a missing heartbeat means a dead worker: after a database outage, a live worker
+        needs WORKER_LOST_SECONDS to prove itself again (its beats failed while the database was away)."""
+        return (self._db_since is not None
+                and time.monotonic() - self._db_since >= self.settings.worker_lost_seconds)
+
+    def _broker_lost_at(self):
+        try:
+            return utcnow() if self.witness.messages_lost() else None
+        except Exception as exc:  # broker down: nothing to re-send to yet; asked again next round
+            log.warning("maintenance: broker unreachable (%s)", type(exc).__name__)
+            return None
+
+    def sweep(self) -> dict[str, int]:
+        s = self.settings
+        lost_at = self._broker_lost_at()
+        if lost_at is not None:
+            log.warning("maintenance: the broker lost its queued messages; re-sending every queued branch")
+        sent = 0
+        while True:
+            with self.db.session() as session:
+                pending = svc.branches_to_dispatch(session, grace=timedelta(seconds=s.dispatch_grace_seconds),
+                                                   redispatch_after=timedelta(seconds=s.redispatch_seconds),
+                                                   sent_before=lost_at)
+                svc.set_dispatched(session, [branch_id for branch_id, _ in pending], utcnow())
+            self._database_answered()
+            sent += dispatch_branches(self.db, self.send, pending) if pending else 0
+            if lost_at is None or len(pending) < 1000:
+                break
+        lost: list[svc.LostBranch] = []
+        if self._heartbeats_current():
+            with self.db.session() as session:
+                lost = svc.lost_branches(session, deadline=timedelta(seconds=s.worker_lost_seconds))
+        for branch in lost:
+            self.publish(svc.fail_lost_branch(self.db, branch.branch_id))
+        orphans = [([b.branch_id], b.queue) for b in lost if b.remote_pid]
+        if orphans:
+            try:
+                self.send(KILL_ORPHAN, orphans)
+            except Exception:
+                log.warning("maintenance: broker unavailable; %d orphaned remote command(s) left running",
+                            len(orphans), exc_info=True)
+        with self.db.session() as session:
+            unclosed = svc.unclosed_executions(session)
+        for execution_id in unclosed:
+            with self.db.session() as session:
+                self.publish(svc.close_if_done(session, execution_id))
+        if sent or lost or unclosed:
+            log.info("sweep redispatched=%d worker_lost=%d orphans=%d closed=%d",
+                     sent, len(lost), len(orphans), len(unclosed))
+        return {"redispatched": sent, "worker_lost": len(lost), "orphans": len(orphans), "closed": len(unclosed)}
+
+    def fire_due_jobs(self) -> int:
+        with self.db.session() as session:
+            due = svc.due_jobs(session, utcnow())
+        self._database_answered()
+        fired = 0
+        for job_id in due:
+            with self.db.session() as session:
+                execution, events = svc.fire_scheduled_job(session, job_id)
+                branches = [(b.id, b.queue) for b in execution.branches] if execution else []
+            if execution is None:
+                continue
+            fired += 1
+            self.publish(events)
+            dispatch_branches(self.db, self.send, branches)
+            log.info("scheduled job fired execution=%s", execution.execution_serial)
+        return fired

@@ -50,9 +50,11 @@ class WorkerRuntime:
                              keepalive=settings.ssh_keepalive_seconds)
         self.local = make_local_runner(settings)
         self.heartbeats = HeartbeatMonitor(self.db, settings.heartbeat_seconds)
-        self.claimer = Claimer(self.db, self.name, publish=self.publish)
-        self.pinner = Pinner(self.db)
-        self.finisher = Finisher(self.db, publish=self.publish)
+        # a claim, a pin or a result waits out a database outage: the work it records already happened
+        retry_for = settings.database_retry_seconds
+        self.claimer = Claimer(self.db, self.name, publish=self.publish, retry_for=retry_for)
+        self.pinner = Pinner(self.db, retry_for=retry_for)
+        self.finisher = Finisher(self.db, publish=self.publish, retry_for=retry_for)
 
     def publish(self, events: list[Event]) -> None:
         publish_events(self.events, events)

@@ -82,6 +82,7 @@ class Branch(Base):
     duration: Mapped[float | None]
     worker: Mapped[str | None] = mapped_column(String(255))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    remote_pid: Mapped[int | None]  # process group of the action running on the target (migration 0005)
 
     execution: Mapped[Execution] = relationship(lazy="raise", back_populates="branches")
     target = relationship("Target", lazy="raise")

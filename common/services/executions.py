@@ -192,6 +192,11 @@ _FINISH = (update(_B).where(_B.c.id == bindparam("b_id"), _B.c.status.in_(_ACTIV
                    result_error=bindparam("new_error"), completed_at=bindparam("now"),
                    duration=bindparam("new_duration"))
            .returning(_B.c.execution_id, _B.c.branch_serial, _B.c.target_serial_ref))
+# skip-locked like the heartbeat's own update: a row a finishing batch holds is never waited for
+_SET_REMOTE_PID = (update(_B).where(_B.c.id.in_(select(_B.c.id).where(_B.c.id == bindparam("b_id"),
+                                                                      _B.c.status == str(BranchStatus.RUNNING))
+                                                .with_for_update(skip_locked=True)))
+                   .values(remote_pid=bindparam("pid")))
 _ANY_ACTIVE = select(_B.c.id).where(_B.c.execution_id == bindparam("e_id"), _B.c.status.in_(_ACTIVE)).limit(1)
 _INSERT_STEP = insert(_S)
 _PIN_HOST_KEY = (update(_T).where(_T.c.id == bindparam("t_id"), _T.c.host_key.is_(None))
@@ -250,8 +255,9 @@ def pin_host_key(session: Executor, target_id: int, host_key: str, fingerprint: 
     session.execute(_PIN_HOST_KEY, {"t_id": target_id, "new_host_key": host_key, "new_fingerprint": fingerprint})
 
 
-def heartbeat(session: Session, branch_ids: list[int]) -> set[int]:
-    """Mark these running branches alive; return those whose execution was asked to cancel."""
+def heartbeat(session: Session, branch_ids: list[int], remote_pids: dict[int, int | None] | None = None) -> set[int]:
+    """Mark these running branches alive, recording the remote process group each runs now;
+    return those whose execution was asked to cancel."""
     if not branch_ids:
         return set()
     # rows being finished right now are skipped, never waited for (a finishing batch holds several)
@@ -259,6 +265,8 @@ def heartbeat(session: Session, branch_ids: list[int]) -> set[int]:
              .order_by(Branch.id).with_for_update(skip_locked=True))
     session.execute(update(Branch).where(Branch.id.in_(alive)).values(heartbeat_at=utcnow())
                     .execution_options(synchronize_session=False))
+    if remote_pids:
+        session.execute(_SET_REMOTE_PID, [{"b_id": b, "pid": p} for b, p in sorted(remote_pids.items())])
     rows = session.execute(select(Branch.id).join(Execution, Execution.id == Branch.execution_id)
                            .where(Branch.id.in_(branch_ids), Execution.cancel_requested_at.is_not(None)))
     return {r[0] for r in rows}
@@ -385,24 +393,35 @@ def cancel_execution(session: Session, execution_serial: str) -> tuple[Execution
 # ---- sweeps --------------------------------------------------------------------------------------
 
 def branches_to_dispatch(session: Session, *, grace: timedelta, redispatch_after: timedelta,
-                         limit: int = 1000) -> list[tuple[int, str]]:
-    """Queued branches whose message may never have reached the broker (or was lost in it).
-    Sending one twice is harmless: the claim lets only one run."""
+                         sent_before: datetime | None = None, limit: int = 1000) -> list[tuple[int, str]]:
+    """Queued branches whose message may never have reached the broker (or was lost in it):
+    never sent and older than ``grace``, or sent before ``sent_before`` (the moment the broker was
+    found to have lost its messages), or else more than ``redispatch_after`` ago. Sending one twice
+    is harmless: the claim lets only one run."""
     now = utcnow()
+    cutoff = sent_before or now - redispatch_after
     rows = session.execute(
         select(Branch.id, Branch.queue).where(
             Branch.status == BranchStatus.QUEUED,
             ((Branch.dispatched_at.is_(None)) & (Branch.queued_at < now - grace))
-            | (Branch.dispatched_at < now - redispatch_after))
+            | (Branch.dispatched_at < cutoff))
         .order_by(Branch.queued_at).limit(limit)).all()
     return [(r[0], r[1]) for r in rows]
 
 
-def lost_branches(session: Session, *, deadline: timedelta, limit: int = 1000) -> list[int]:
+@dataclass(frozen=True)
+class LostBranch:
+    branch_id: int
+    queue: str
+    remote_pid: int | None  # the process group its last action left running on the target
+
+
+def lost_branches(session: Session, *, deadline: timedelta, limit: int = 1000) -> list[LostBranch]:
     """Running branches whose worker stopped heart-beating: it died with them."""
     cutoff = utcnow() - deadline
-    return list(session.scalars(select(Branch.id).where(Branch.status == BranchStatus.RUNNING,
-                                                        Branch.heartbeat_at < cutoff).limit(limit)))
+    rows = session.execute(select(Branch.id, Branch.queue, Branch.remote_pid)
+                           .where(Branch.status == BranchStatus.RUNNING, Branch.heartbeat_at < cutoff).limit(limit))
+    return [LostBranch(*row) for row in rows]
 
 
 def fail_lost_branch(db: Database, branch_id: int) -> list[Event]:
@@ -411,6 +430,21 @@ def fail_lost_branch(db: Database, branch_id: int) -> list[Event]:
     return finish_and_close(db, branch_id, BranchStatus.FAILED, error_type=ErrorType.WORKER_LOST,
                             result_error="the worker running this branch stopped responding; "
                                          "the command may have partly run and was not retried")
+
+
+def orphan_of(conn: Connection, branch_id: int) -> tuple[ClaimedBranch, int] | None:
+    """A worker_lost branch whose remote process group may still run, with how to reach its
+    target (as a claim loads it); None when there is nothing left to kill."""
+    pid = conn.execute(select(_B.c.remote_pid).where(_B.c.id == branch_id,
+                                                     _B.c.error_type == str(ErrorType.WORKER_LOST))).scalar()
+    row = conn.execute(_LOAD, {"b_ids": [branch_id]}).first() if pid else None
+    return None if row is None or pid is None else (_claimed(row, utcnow())[0], pid)
+
+
+def orphan_reaped(conn: Connection, branch_id: int, pid: int, outcome: str) -> None:
+    """Forget the process group and say what became of it in the branch's result_error."""
+    conn.execute(update(_B).where(_B.c.id == branch_id, _B.c.remote_pid == pid)
+                 .values(remote_pid=None, result_error=func.coalesce(_B.c.result_error + "\n", "") + outcome))
 
 
 def unclosed_executions(session: Session, limit: int = 100) -> list[int]:

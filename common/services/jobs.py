@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
-from common import serials
+from common.models.counter import allocate_job_serial
 from common.errors import Conflict, ValidationFailed
 from common.models import Job, JobAction, Target, job_targets, utcnow
 from common.services import access
@@ -64,7 +64,7 @@ def create_job(session: Session, values: dict, *, user_id: int | None, role: str
     job = Job(name=values["name"], description=values.get("description"),
               job_type=values.get("job_type") or "command", scheduled_at=scheduled_at,
               status=JobStatus.SCHEDULED if scheduled_at else JobStatus.READY, created_by=user_id,
-              updated_by=user_id, created_at=now, updated_at=now, job_serial=serials.allocate_job_serial(session, now))
+              updated_by=user_id, created_at=now, updated_at=now, job_serial=allocate_job_serial(session, now))
     _set_actions(session, job, values["actions"])
     session.add(job)
     session.flush()

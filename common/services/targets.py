@@ -5,7 +5,7 @@ from sqlalchemy import select, text, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from common import serials
+from common.models.counter import allocate_target_serial
 from common.errors import Conflict, Forbidden, ValidationFailed
 from common.models import Credential, Target, utcnow
 from common.services import access
@@ -85,7 +85,7 @@ def create_target(session: Session, values: dict, *, user_id: int | None, role: 
     changes = _prepare(session, values, role)
     now = utcnow()
     target = Target(**changes, created_by=user_id, created_at=now, updated_at=now,
-                    target_serial=serials.allocate_target_serial(session, now))
+                    target_serial=allocate_target_serial(session, now))
     session.add(target)
     session.flush()
     return target

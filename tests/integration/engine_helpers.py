@@ -133,7 +133,7 @@ class CeleryProcess:
     def start(self, timeout: float = 30.0) -> "CeleryProcess":
         self.proc = ManagedProcess(self.name, self.argv, cwd=REPO_ROOT, env=self.env, log_dir=self.workdir)
         _LIVE.add(self)
-        ready = re.compile(r"celery\.apps\.worker \S+ ready\." if self.kind == "worker" else r"beat: Starting\.\.\.")
+        ready = re.compile(r"celery\.apps\.worker \S+ ready\." if self.kind == "worker" else r"maintenance loop started")
 
         def is_ready() -> bool:
             if not self.proc.running():

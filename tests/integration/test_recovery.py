@@ -87,14 +87,14 @@ def test_branches_queued_while_the_broker_is_down_are_dispatched_by_the_sweep(
     serial = body["execution_serial"]
     assert [(b.status, b.dispatched_at) for b in branch_rows(engine_db, serial)] == [("queued", None)] * 3
 
-    start_celery("beat")  # its sweep runs on the default worker
+    beat = start_celery("beat")  # the sweep runs in the beat process itself
 
     execution = wait_execution_done(engine_db, serial, timeout=20, logs=default_worker.log_tail)
     assert execution.status == "completed"
     branches = branch_rows(engine_db, serial)
     assert all(b.status == "completed" and b.dispatched_at is not None and b.result_output == "hello\n"
                for b in branches)
-    assert default_worker.count(r"sweep redispatched=3 ") >= 1
+    assert beat.count(r"sweep redispatched=3 ") >= 1
 
 
 def test_worker_killed_mid_command_is_failed_as_worker_lost_and_never_run_again(
@@ -102,7 +102,7 @@ def test_worker_killed_mid_command_is_failed_as_worker_lost_and_never_run_again(
     queue = unique("victim")
     target = api.target(ip="127.0.0.2", port=sshd.port, credential_id=ssh_credential, queue=queue)
     victim = start_celery("worker", queues=[queue])
-    start_celery("beat")  # sweeps run on the default worker, not on the victim
+    start_celery("beat")  # the sweep runs in the beat process, whatever worker dies
     marker = sleep_marker()
     reap_marker(marker)
     body = api.run([command("long", f"echo start >> {remote_file}; sleep 30 {marker}")], [target["id"]])
@@ -232,7 +232,7 @@ def test_execution_whose_closing_check_never_ran_is_closed_by_the_sweep(engine_d
             finish_branch(session, branch_id, BranchStatus.COMPLETED, exit_code=0)  # and no close_if_done
     assert execution_row(engine_db, serial).status == "running"
 
-    start_celery("beat")  # its sweep runs on the default worker
+    start_celery("beat")  # the sweep runs in the beat process
 
     closed = wait_execution_done(engine_db, serial, timeout=20, logs=default_worker.log_tail)
     assert closed.status == "completed" and closed.completed_at is not None

@@ -14,6 +14,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, func, inspect, select, text
 
 from common import serials
+from common.models.counter import allocate_job_serial, allocate_target_serial
 from common.db import Database
 from common.migrate import alembic_config, upgrade
 from common.models import Base, Job, SerialCounter, Target
@@ -141,8 +142,8 @@ def test_target_counter_past_9999_grows_to_five_digits(pg_db):
 
 # ---------------------------------------------------------------- UTC year
 
-@pytest.mark.parametrize("allocate, prefix", [(serials.allocate_job_serial, "J"),
-                                              (serials.allocate_target_serial, "T")])
+@pytest.mark.parametrize("allocate, prefix", [(allocate_job_serial, "J"),
+                                              (allocate_target_serial, "T")])
 def test_year_is_the_utc_year_of_creation(pg_db, allocate, prefix):
     west = timezone(timedelta(hours=-2))
     east = timezone(timedelta(hours=2))
