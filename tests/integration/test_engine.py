@@ -307,3 +307,26 @@ def test_cancel_of_queued_branches_ends_them_at_once(api, engine_db, sshd, ssh_c
     assert all(not step_rows(engine_db, b.id) for b in branches)
     # cancelling again is harmless
     assert api.cancel(body["execution_serial"])["status"] == "cancelled"
+
+
+def test_each_step_is_committed_when_its_action_ends_and_says_why_it_ended(api, engine_db, ssh_targets,
+                                                                         default_worker):
+    """A worker dying during action k must not take step k-1 with it; a timeout says so in words."""
+    marker = sleep_marker()
+    body = api.run([command("first", "echo one"), command("second", f"echo two; sleep 30 {marker}", timeout=3)],
+                   _ids(ssh_targets[:1]))
+    serial = body["execution_serial"]
+    [branch] = branch_rows(engine_db, serial)
+    wait_for(lambda: find_processes(marker), 15, message="the second action to start",
+             describe=lambda: describe_execution(engine_db, serial))
+    steps = wait_for(lambda: step_rows(engine_db, branch.id), 5, message="the first step's row",
+                     describe=lambda: describe_execution(engine_db, serial))
+    assert [(s.action_name, s.status, s.stdout) for s in steps] == [("first", "completed", "one\n")]
+
+    wait_execution_done(engine_db, serial, timeout=15, logs=default_worker.log_tail)
+    [branch] = branch_rows(engine_db, serial)
+    assert (branch.status, branch.error_type) == ("timed_out", "timeout")
+    last = step_rows(engine_db, branch.id)[-1]
+    assert last.action_name == "second" and "[opsconductor] command did not finish within 3s" in last.stderr
+    assert "command did not finish within 3s" in branch.result_error
+    assert "remote process group" in branch.result_error  # what the runner did about it
