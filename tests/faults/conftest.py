@@ -118,11 +118,7 @@ def fleet(fault_api, fault_sshd, ssh_user, client_key) -> Fleet:
             targets.append(fault_api.call("POST", "/api/targets", 201, {
                 "name": f"fault-{address}", "ip_address": address, "port": server.port,
                 "credential_id": credential["id"], "tags": ["fault"]}))
-
-    def sshd_pids() -> list[int]:
-        return [s._proc.pid for s in fault_sshd if s._proc is not None]
-
-    return Fleet(targets=targets, sshd_pids=sshd_pids)
+    return Fleet(targets=targets)
 
 
 @pytest.fixture

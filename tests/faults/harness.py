@@ -280,24 +280,28 @@ def _leftovers() -> None:  # a safety net for an interrupted run: no cut survive
 
 # --------------------------------------------------------------------------- remote processes
 
-def _ppid(pid: int) -> int | None:
+def _parent_and_name(pid: int) -> tuple[int, str] | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
     except OSError:
         return None
-    return int(raw[raw.rfind(b")") + 2:].split()[1])
+    name = raw[raw.index(b"(") + 1:raw.rfind(b")")].decode(errors="replace")
+    return int(raw[raw.rfind(b")") + 2:].split()[1]), name
 
 
-def is_orphan(pid: int, sshd_pids: Iterable[int]) -> bool:
-    """True when no sshd listener is among the process's ancestors: its SSH session has ended
-    (the client died or gave up) and the command outlived it."""
-    roots = set(sshd_pids)
-    current: int | None = pid
-    while current and current > 1:
-        if current in roots:
+def is_orphan(pid: int) -> bool:
+    """True when no sshd process is among the command's ancestors: its SSH session ended (the client
+    died or gave up) and the command outlived it, reparented to init."""
+    current = pid
+    while current > 1:
+        found = _parent_and_name(current)
+        if found is None:
+            return True
+        parent, name = found
+        if name.startswith("sshd"):  # the session's sshd (or sshd-session on newer OpenSSH)
             return False
-        current = _ppid(current)
+        current = parent
     return True
 
 
@@ -324,7 +328,7 @@ def procfile_commands() -> dict[str, str]:
     return entries
 
 
-WORKER_READY = re.compile(r"celery\.apps\.worker \S+ ready\.|\] ready\.|\bready\.\s*$", re.MULTILINE)
+WORKER_READY = re.compile(r"celery\.apps\.worker \S+ ready\.")
 BEAT_READY = re.compile(r"beat: Starting")
 
 
@@ -444,8 +448,13 @@ class Platform:
         return repaired
 
     def logs(self, tail: int = 2500) -> str:
-        procs = [p for p in (self.web, self.beat) if p is not None] + self.workers + self.retired
-        return "\n".join([p.logs(tail) for p in procs] + [self.pg.log_tail(1500)])
+        """Log tails of every process of the platform; the web's stderr only (its stdout is the access
+        log, all polling)."""
+        parts = []
+        if self.web is not None:
+            parts.append(f"--- {self.web.name} rc={self.web.proc.poll()} stderr:\n{self.web.stderr()[-tail:]}")
+        procs = ([self.beat] if self.beat is not None else []) + self.workers + self.retired
+        return "\n".join(parts + [p.logs(tail) for p in procs] + [self.pg.log_tail(1500)])
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -499,7 +508,6 @@ class Fleet:
     """The SSH targets every case uses: one per address, 127.0.0.40-59, on two sshd processes."""
 
     targets: list[dict]
-    sshd_pids: Callable[[], list[int]]
 
     def by_address(self, address: str) -> dict:
         return next(t for t in self.targets if t["ip_address"] == address)
