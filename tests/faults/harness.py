@@ -363,7 +363,7 @@ class Platform:
 
     def start_web(self) -> ManagedProcess:
         self._count["web"] += 1
-        env = {**self.env, "PORT": str(self.web_port), "WEB_WORKERS": "1",
+        env = {**self.env, "PORT": str(self.web_port), "WEB_WORKERS": "1",  # one interpreter less on 2 cores
                "OPSCONDUCTOR_ADMIN_USERNAME": self.admin[0], "OPSCONDUCTOR_ADMIN_PASSWORD": self.admin[1]}
         self.web = self._start("web", f"web-{self._count['web']}", env)
         wait_http_ready(self.base_url, self.web, timeout=90)
@@ -693,10 +693,10 @@ class Case:
         return self.check(elapsed <= bound, f"{what} took {elapsed:.1f} s, bound {bound:g} s")
 
     def soft_wait(self, predicate: Callable[[], T], timeout: float, message: str,
-                  describe: Callable[[], str] | None = None) -> tuple[T | None, float | None]:
+                  describe: Callable[[], str] | None = None, interval: float = 0.1) -> tuple[T | None, float | None]:
         """``wait_for`` that records a timeout as a finding instead of raising (the case goes on)."""
         try:
-            return wait_for(predicate, timeout, interval=0.1, message=message, describe=describe)
+            return wait_for(predicate, timeout, interval=interval, message=message, describe=describe)
         except AssertionError as exc:
             self.failures.append(str(exc).split("\n", 1)[0])
             return None, None
