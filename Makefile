@@ -19,7 +19,9 @@ run: install
 	$(BIN)/opsconductor standalone --host $(HOST) --port $(PORT)
 
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

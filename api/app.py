@@ -7,8 +7,20 @@ from typing import Any
 
 from flask import Flask, g
 
-from api import (analytics, auth, credentials, executions, health, jobs, openapi, runs, target_history, targets,
-                 users, ws)
+from api import (
+    analytics,
+    auth,
+    credentials,
+    executions,
+    health,
+    jobs,
+    openapi,
+    runs,
+    target_history,
+    targets,
+    users,
+    ws,
+)
 from api.context import Platform
 from api.errors import register_error_handlers
 from api.extensions import jwt, limiter, sock
@@ -53,7 +65,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         SOCK_SERVER_OPTIONS={"ping_interval": 25, "max_message_size": ws.MAX_MESSAGE_BYTES},
         JSON_SORT_KEYS=False,
     )
-    app.json.sort_keys = False
+    # Flask types app.json as the JSONProvider base; the DefaultJSONProvider in use has sort_keys
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["opsconductor"] = Platform(
         settings=settings, db=db or Database(settings.database_url), box=SecretBox(settings.secret_key),
         dispatcher=dispatcher, events=events)

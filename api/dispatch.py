@@ -16,7 +16,7 @@ class Dispatcher:
         self.celery = celery_app
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Dispatcher":
+    def from_settings(cls, settings: Settings) -> Dispatcher:
         app = Celery("opsconductor-api", broker=settings.broker_url, set_as_current=False)
         app.conf.update(task_serializer="json", accept_content=["json"],
                         broker_transport=transport_for(settings.broker_url), broker_connection_retry=False,

@@ -77,6 +77,7 @@ def _nul_path(value: Any, path: str) -> str | None:
     """Where a NUL character hides in a request (PostgreSQL text and JSONB cannot store one)."""
     if isinstance(value, str):
         return path if "\x00" in value else None
+    items: Iterable[tuple[Any, Any]]
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, list):

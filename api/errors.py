@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask, g, jsonify, request
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from common import errors as domain
 from common.db import unavailable as database_unavailable
@@ -126,10 +126,9 @@ def database_unavailable_response(exc: BaseException):
     log.warning("database unavailable method=%s path=%s error=%s.%s: %s", request.method, request.path,
                 type(orig).__module__, type(orig).__qualname__, _first_line(orig))
     seconds = DATABASE_RETRY_AFTER_SECONDS
-    body = {"error": HTTP_CODES[503], "message": f"The database is unreachable; retry after {seconds} seconds",
-            "details": {"retry_after": seconds}}
     g.retry_after = seconds  # the after-request hooks would replace a header set here with the limiter's
-    return error_response(503, body["message"], body["details"])
+    return error_response(503, f"The database is unreachable; retry after {seconds} seconds",
+                          {"retry_after": seconds})
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -147,11 +146,13 @@ def register_error_handlers(app: Flask) -> None:
     def _http_error(exc: HTTPException):
         status = exc.code or 500
         details: dict[str, Any] = {}
+        # only MethodNotAllowed carries valid_methods; a bare HTTPException(code=405) has none
+        allowed = sorted(exc.valid_methods or []) if isinstance(exc, MethodNotAllowed) else []
         message = exc.description or exc.name
         if status == 404:
             message = f"No route for {request.method} {request.path}" if request.url_rule is None else message
         elif status == 405:
-            details["allowed_methods"] = sorted(exc.valid_methods or [])
+            details["allowed_methods"] = allowed
             message = f"Method {request.method} not allowed on {request.path}"
         elif status == 413:
             limit = app.config.get("MAX_CONTENT_LENGTH")
@@ -161,8 +162,8 @@ def register_error_handlers(app: Flask) -> None:
             message = "Rate limit exceeded; retry after the time in the Retry-After header"
             details["limit"] = str(exc.description)
         response = error_response(status, message, details)
-        if status == 405 and exc.valid_methods:
-            response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        if status == 405 and allowed:
+            response.headers["Allow"] = ", ".join(allowed)
         return response
 
     @app.errorhandler(IntegrityError)

@@ -6,7 +6,7 @@ from flask import Blueprint
 from api.context import transaction
 from api.endpoint import endpoint
 from api.schemas.executions import BranchDetailOut, ExecutionDetailOut
-from api.schemas.lookups import (BulkIn, BulkOut, ExecutionListOut, JobExecutionsQuery, SearchOut, SearchQuery)
+from api.schemas.lookups import BulkIn, BulkOut, ExecutionListOut, JobExecutionsQuery, SearchOut, SearchQuery
 from common.services import lookups
 
 bp = Blueprint("executions", __name__)

@@ -194,7 +194,7 @@ def _query_params(model, schemas: dict) -> list[dict[str, Any]]:
 
 def build_document(app: Flask) -> dict[str, Any]:
     bodies: set[type] = set()
-    responses = {ErrorOut}
+    responses: set[type] = {ErrorOut}
     routes = []
     for rule in app.url_map.iter_rules():
         view = app.view_functions[rule.endpoint]

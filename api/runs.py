@@ -9,6 +9,7 @@ from flask_jwt_extended import current_user
 from api.context import platform, transaction
 from api.endpoint import WRITERS, endpoint
 from api.schemas.executions import ExecuteIn, ExecutionOut
+from common.errors import NotFound
 from common.events import publish_events
 from common.services import executions
 from common.services.dispatch import dispatch_branches
@@ -45,6 +46,9 @@ def cancel_execution(execution_serial: str):
         execution, events = executions.cancel_execution(session, execution_serial)
     with transaction() as session:
         events += executions.close_if_done(session, execution.id)
-        body = ExecutionOut.model_validate(executions.load_execution(session, execution.id))
+        loaded = executions.load_execution(session, execution.id)
+        if loaded is None:  # executions are never deleted; should one be, this is a 404 like any miss
+            raise NotFound("Execution not found", {"execution_serial": execution_serial})
+        body = ExecutionOut.model_validate(loaded)
     publish(events)
     return body

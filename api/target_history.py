@@ -5,8 +5,7 @@ from flask import Blueprint
 
 from api.context import transaction
 from api.endpoint import endpoint
-from api.schemas.analytics import (TargetHistoryOut, TargetHistoryQuery, TargetPerformanceOut,
-                                   TargetPerformanceQuery)
+from api.schemas.analytics import TargetHistoryOut, TargetHistoryQuery, TargetPerformanceOut, TargetPerformanceQuery
 from common.models import utcnow
 from common.services import target_history
 

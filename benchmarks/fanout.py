@@ -55,7 +55,8 @@ def run_execution(app: Stack, job_serial: str) -> tuple[float, dict]:
         execution = app.post(f"/api/jobs/{job_serial}/execute")
         while True:
             event = json.loads(ws.recv())
-            if event["type"] == "execution_completed" and event["data"]["execution_serial"] == execution["execution_serial"]:
+            if (event["type"] == "execution_completed"
+                    and event["data"]["execution_serial"] == execution["execution_serial"]):
                 return time.perf_counter() - t0, event["data"]
     finally:
         ws.close()

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from common.db import make_engine
 from common.migrate import upgrade
@@ -44,7 +44,7 @@ ENVS = ("prod", "stage", "dev")
 
 def ts(value: datetime) -> str:
     """COPY text for a naive-UTC timestamp column."""
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def copy_rows(cursor, table: str, columns: tuple[str, ...], rows: Iterable[tuple], chunk: int = 100_000) -> int:
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     began = time.perf_counter()
     counts = seed(args.database_url, scale=args.scale, seed_value=args.seed, reset=args.reset,
-                  now=datetime.now(timezone.utc))
+                  now=datetime.now(UTC))
     elapsed = time.perf_counter() - began
     print(f"seeded {counts['targets']:,} targets, {counts['jobs']:,} jobs, {counts['executions']:,} executions, "
           f"{counts['branches']:,} branches in {elapsed:.1f} s")

@@ -62,20 +62,21 @@ class Stack:
         self.log = None
         self.token = ""
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         try:
             return self._start()
         except BaseException:
             self.__exit__(None, None, None)  # a failed start leaves no stack, database or log behind
             raise
 
-    def _start(self) -> "Stack":
+    def _start(self) -> Stack:
         if self.own_db:
             _pg(f"CREATE DATABASE {self.db_name}")
         redis.Redis.from_url(self.redis_url).flushdb()
         self.log = open(f"/tmp/{self.db_name}.log", "w")
-        self.proc = subprocess.Popen([str(BIN / "honcho"), "-f", "Procfile", "start", "-c", f"worker={self.workers}"], cwd=ROOT, env=self.env,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen([str(BIN / "honcho"), "-f", "Procfile", "start", "-c", f"worker={self.workers}"],
+                                     cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:

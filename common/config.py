@@ -7,8 +7,10 @@ import os
 import pwd
 import secrets
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 from common.errors import ConfigError
 
@@ -86,11 +88,11 @@ class Settings:
     def broker_url(self) -> str:
         return self.redis_url or "memory://"
 
-    def with_overrides(self, **kwargs) -> "Settings":
+    def with_overrides(self, **kwargs) -> Settings:
         return replace(self, **kwargs)
 
     @classmethod
-    def from_env(cls, *, embedded: bool | None = None) -> "Settings":
+    def from_env(cls, *, embedded: bool | None = None) -> Settings:
         """Read the environment. Embedded mode (SQLite in ./var, generated secrets) is the default
         when no DATABASE_URL is given; otherwise real secrets are required."""
         if embedded is None:
@@ -144,8 +146,8 @@ _TUNABLES = {
 
 
 def _tunables(cls) -> dict:
-    parsers = {bool: _env_bool, int: _env_int, float: _env_float,
-               str: lambda name, default: os.environ.get(name) or default}
+    parsers: dict[type, Callable[[str, Any], Any]] = {bool: _env_bool, int: _env_int, float: _env_float,
+                                                      str: lambda name, default: os.environ.get(name) or default}
     defaults = {f.name: f.default for f in fields(cls)}
     return {name: parsers[type(defaults[name])](env, defaults[name]) for name, env in _TUNABLES.items()}
 

@@ -20,7 +20,7 @@ EVENT_TYPES = ("execution_started", "branch_started", "branch_completed", "execu
 class Subscription:
     """One listener's queue. Bounded so a stalled WebSocket cannot grow memory without end."""
 
-    def __init__(self, hub: "_Hub", maxsize: int = 10000):
+    def __init__(self, hub: _Hub, maxsize: int = 10000):
         self._hub = hub
         self.queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=maxsize)
         self.dropped = 0
@@ -34,7 +34,7 @@ class Subscription:
     def close(self) -> None:
         self._hub.remove(self)
 
-    def __enter__(self) -> "Subscription":
+    def __enter__(self) -> Subscription:
         return self
 
     def __exit__(self, *exc) -> None:

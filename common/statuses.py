@@ -48,6 +48,7 @@ class ErrorType(StrEnum):
     INTERNAL_ERROR = "internal_error"  # a bug or an infrastructure fault in the worker, not the target
 
 
-BRANCH_TERMINAL = frozenset({BranchStatus.COMPLETED, BranchStatus.FAILED, BranchStatus.TIMED_OUT, BranchStatus.CANCELLED})
+BRANCH_TERMINAL = frozenset({BranchStatus.COMPLETED, BranchStatus.FAILED, BranchStatus.TIMED_OUT,
+                             BranchStatus.CANCELLED})
 BRANCH_ACTIVE = frozenset({BranchStatus.QUEUED, BranchStatus.RUNNING})
 EXECUTION_TERMINAL = frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED})

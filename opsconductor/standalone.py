@@ -64,7 +64,7 @@ class Embedded:
     _stop: threading.Event | None = None
     _threads: tuple = ()
 
-    def start(self, host: str = "127.0.0.1", port: int = 8000) -> "Embedded":
+    def start(self, host: str = "127.0.0.1", port: int = 8000) -> Embedded:
         self._stop = threading.Event()
         worker = self.celery.WorkController(pool="threads", concurrency=self.settings.worker_concurrency,
                                             queues=["default"], hostname="embedded@opsconductor",
@@ -83,6 +83,8 @@ class Embedded:
 
     @property
     def port(self) -> int:
+        if self.server is None:
+            raise RuntimeError("the stack is not started")
         return self.server.server_port
 
     def _maintenance(self) -> Maintenance:

@@ -19,14 +19,13 @@ Jobs (job serial, name; branch .0001/.0002 on the targets in this order):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from common.models import Branch, BranchStep, Execution, Job, JobAction, Target, User, job_targets
 
-UTC = timezone.utc
 NOW = datetime(2025, 1, 8, 10, 30, 0, tzinfo=UTC)
 
 
@@ -137,7 +136,7 @@ def build_history(session: Session, now: datetime = NOW) -> History:
                                   triggered_by=owner.id, started_at=started, completed_at=completed)
             session.add(execution)
             session.flush()
-            for number, (b, target_serial) in enumerate(zip(e.branches, target_serials), start=1):
+            for number, (b, target_serial) in enumerate(zip(e.branches, target_serials, strict=True), start=1):
                 branch_started = started if b.started else None
                 branch_done = None
                 if b.status in ("completed", "failed", "timed_out", "cancelled"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import selectors
 import shutil
 import signal
@@ -25,10 +26,10 @@ import subprocess
 import tempfile
 import threading
 import time
-import pwd
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -181,12 +182,12 @@ def ensure_test_user(name: str = TEST_USER, password: str = TEST_PASSWORD) -> Te
         pw = pwd.getpwnam(name)
     except KeyError:
         if os.geteuid() != 0:
-            raise RuntimeError(f"user {name!r} is missing and creating it needs root")
+            raise RuntimeError(f"user {name!r} is missing and creating it needs root") from None
         result = subprocess.run(
             ["useradd", "-m", "-s", "/bin/bash", name], capture_output=True, text=True
         )
         if result.returncode not in (0, 9):  # 9: created concurrently by another run
-            raise RuntimeError(f"useradd {name} failed: {result.stderr.strip()}")
+            raise RuntimeError(f"useradd {name} failed: {result.stderr.strip()}") from None
         pw = pwd.getpwnam(name)
     if shutil.which("openssl"):
         wanted = _password_hash(password)
@@ -275,7 +276,7 @@ class SshdServer:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def __enter__(self) -> "SshdServer":
+    def __enter__(self) -> SshdServer:
         try:
             return self.start()
         except BaseException:
@@ -293,7 +294,7 @@ class SshdServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self) -> "SshdServer":
+    def start(self) -> SshdServer:
         """Start sshd and return once every address answers with an SSH banner."""
         ensure_sshd_installed()
         os.makedirs("/run/sshd", exist_ok=True)  # privilege separation dir, required
@@ -403,7 +404,8 @@ class SshdServer:
         with self._lock, open(self.authorized_keys_path, "a") as f:
             f.write(public_line.strip() + "\n")
 
-    def new_client_key(self, key_type: str = "ed25519", passphrase: str | None = None, *, pem: bool = False) -> ClientKey:
+    def new_client_key(self, key_type: str = "ed25519", passphrase: str | None = None, *,
+                       pem: bool = False) -> ClientKey:
         """Generate a client keypair and authorize it on this server."""
         key = generate_client_key(key_type, passphrase, pem=pem)
         self.authorize(key.public_line)
@@ -489,7 +491,7 @@ class HungListener:
         self._thread = threading.Thread(target=self._serve, name=f"hung-{address}:{self.port}", daemon=True)
         self._thread.start()
 
-    def __enter__(self) -> "HungListener":
+    def __enter__(self) -> HungListener:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -11,9 +11,9 @@ from celery import Celery, signals
 
 from common.broker import transport_for
 from common.config import Settings
-from common.migrate import upgrade
 from common.db import Database
 from common.events import make_event_bus
+from common.migrate import upgrade
 from common.services.dispatch import send_batch
 from common.task_names import KILL_ORPHAN, RUN_BRANCH
 from worker import executor
@@ -77,6 +77,6 @@ def make_celery(settings: Settings, *, runtime: WorkerRuntime | None = None) -> 
         threading.Thread(target=maintenance.run, args=(threading.Event(),), name="maintenance", daemon=True).start()
         log.info("maintenance loop started in the beat process")
 
-    app.get_runtime = get_runtime  # type: ignore[attr-defined]
-    app.send_by_name = send  # type: ignore[attr-defined]
+    app.get_runtime = get_runtime
+    app.send_by_name = send
     return app

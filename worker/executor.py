@@ -8,8 +8,8 @@ import threading
 from dataclasses import dataclass, field
 
 from common.db import while_unavailable
-from common.services import executions as svc
 from common.hostkeys import fingerprint
+from common.services import executions as svc
 from common.statuses import BranchStatus, ErrorType
 from worker.runners.base import ConnectError, ConnectionSpec, Session, StepResult
 from worker.runners.output import OutputCollector
@@ -162,8 +162,9 @@ def _run_action(rt: WorkerRuntime, target: Session, action: dict, cancel: thread
 
 
 def _step(action: dict, result: StepResult) -> dict:
-    status = {None: BranchStatus.COMPLETED, ErrorType.TIMEOUT: BranchStatus.TIMED_OUT,
-              ErrorType.CANCELLED: BranchStatus.CANCELLED}.get(result.error_type, BranchStatus.FAILED)
+    statuses: dict[str | None, BranchStatus] = {None: BranchStatus.COMPLETED, ErrorType.TIMEOUT: BranchStatus.TIMED_OUT,
+                                                ErrorType.CANCELLED: BranchStatus.CANCELLED}
+    status = statuses.get(result.error_type, BranchStatus.FAILED)
     return {"position": action["position"], "action_name": action["action_name"],
             "action_type": action["action_type"], "status": status, "exit_code": result.exit_code,
             "stdout": result.stdout, "stderr": _with_reason(result), "error_type": result.error_type,

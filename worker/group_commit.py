@@ -14,6 +14,7 @@ to it. The leader publishes the batch's events right after its commit, in order 
 trip."""
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -94,7 +95,7 @@ class GroupCommit:
             log.warning("batch of %d writes failed; writing them one by one", len(batch), exc_info=True)
             for request in batch:
                 try:
-                    retry_on_disconnect(lambda: self._write_one(request))
+                    retry_on_disconnect(functools.partial(self._write_one, request))
                 except Exception as exc:
                     request.error = exc
         if self._publish is not None:

@@ -31,6 +31,7 @@ class CredentialIn(InModel):
     @field_validator("private_key", "password")
     @classmethod
     def _secret_matches_type(cls, value, info: ValidationInfo):
+        assert info.field_name is not None  # always set for a field validator
         needed = {"private_key": "key", "password": "password"}[info.field_name]
         if info.data.get("auth_type") == needed and not value:
             raise ValueError(f"{info.field_name} is required when auth_type is '{needed}'")

@@ -2,7 +2,7 @@
 of the scope's row inside the caller's transaction (a row lock on PostgreSQL)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import String, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -24,11 +24,8 @@ def next_in_scope(session: Session, scope: str) -> int:
     value = session.execute(bump.returning(SerialCounter.value)).scalar_one_or_none()
     if value is not None:
         return value
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    from sqlalchemy.dialects import postgresql, sqlite
+    dialect_insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     session.execute(dialect_insert(SerialCounter).values(scope=scope, value=0).on_conflict_do_nothing())
     return session.execute(bump.returning(SerialCounter.value)).scalar_one()
 
@@ -36,7 +33,7 @@ def next_in_scope(session: Session, scope: str) -> int:
 def _utc_year(created_at: datetime) -> int:
     """The UTC year of `created_at` (an aware datetime; a naive one is taken as UTC)."""
     if created_at.tzinfo is not None:
-        created_at = created_at.astimezone(timezone.utc)
+        created_at = created_at.astimezone(UTC)
     return created_at.year
 
 

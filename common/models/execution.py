@@ -39,8 +39,8 @@ class Execution(Base):
     actions: Mapped[list] = mapped_column(JSONType, default=list)
 
     job = relationship("Job", lazy="raise")
-    branches: Mapped[list["Branch"]] = relationship(order_by="Branch.branch_number", lazy="raise",
-                                                    back_populates="execution")
+    branches: Mapped[list[Branch]] = relationship(order_by="Branch.branch_number", lazy="raise",
+                                                  back_populates="execution")
 
 
 class Branch(Base):
@@ -86,7 +86,7 @@ class Branch(Base):
 
     execution: Mapped[Execution] = relationship(lazy="raise", back_populates="branches")
     target = relationship("Target", lazy="raise")
-    steps: Mapped[list["BranchStep"]] = relationship(order_by="BranchStep.position", lazy="raise")
+    steps: Mapped[list[BranchStep]] = relationship(order_by="BranchStep.position", lazy="raise")
 
     @property
     def branch_id(self) -> str:

@@ -44,7 +44,7 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
-    actions: Mapped[list["JobAction"]] = relationship(
+    actions: Mapped[list[JobAction]] = relationship(
         order_by="JobAction.position", cascade="all, delete-orphan", lazy="selectin"
     )
     targets = relationship("Target", secondary=job_targets, order_by=job_targets.c.position, lazy="selectin",

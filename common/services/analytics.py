@@ -9,9 +9,10 @@ rates; success_rate = successful / finished x 100 rounded to 2 places, None when
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, Float, case, cast, func, select
+from sqlalchemy import ColumnElement, ColumnExpressionArgument, Float, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from common import serials
@@ -49,11 +50,11 @@ def count_where(condition: ColumnElement[bool]) -> ColumnElement[int]:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
-def avg_where(value: ColumnElement, condition: ColumnElement[bool]) -> ColumnElement[float]:
+def avg_where(value: ColumnExpressionArgument[Any], condition: ColumnElement[bool]) -> ColumnElement[float]:
     return func.avg(case((condition, cast(value, Float)), else_=None))
 
 
-def branch_counts(status) -> tuple[ColumnElement[int], ...]:
+def branch_counts(status) -> tuple[ColumnElement[int], ColumnElement[int], ColumnElement[int]]:
     """(total, successful, failed) aggregates over branch rows."""
     return (func.count(), count_where(status == BranchStatus.COMPLETED.value),
             count_where(status.in_(_BRANCH_FAILED)))
@@ -70,14 +71,14 @@ def period_start(period: str, now: datetime) -> datetime:
     return now - PERIODS[period]
 
 
-def _execution_seconds(session: Session) -> ColumnElement[float]:
+def _execution_seconds(session: Session) -> ColumnElement[Any]:
     """completed_at - started_at in seconds, on either backend."""
     if session.get_bind().dialect.name == "postgresql":
         return func.extract("epoch", Execution.completed_at - Execution.started_at)
     return (func.julianday(Execution.completed_at) - func.julianday(Execution.started_at)) * 86400.0
 
 
-def _execution_counts() -> tuple[ColumnElement[int], ...]:
+def _execution_counts() -> tuple[ColumnElement[int], ColumnElement[int], ColumnElement[int]]:
     status = Execution.status
     return (func.count(), count_where(status == ExecutionStatus.COMPLETED.value), count_where(status.in_(_EXEC_FAILED)))
 
@@ -87,7 +88,7 @@ def _execution_counts() -> tuple[ColumnElement[int], ...]:
 
 def bucket_start(moment: datetime, group_by: str) -> datetime:
     """Start of the UTC bucket holding `moment`: the hour, the midnight, the Monday, the 1st."""
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     if group_by == "hour":
         return moment.replace(minute=0, second=0, microsecond=0)
     day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -132,7 +133,7 @@ def _as_utc(value: datetime | date | str) -> datetime:
         value = datetime.fromisoformat(value)
     if not isinstance(value, datetime):
         value = datetime(value.year, value.month, value.day)
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @dataclass

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from common import serials
@@ -102,7 +102,7 @@ def execute_job(session: Session, job_ref: str, **kwargs) -> tuple[Execution, li
     return execution, [execution_started_event(execution, job.job_serial)]
 
 
-def load_execution(session: Session, execution_id: int) -> Execution:
+def load_execution(session: Session, execution_id: int) -> Execution | None:
     return session.scalar(select(Execution).where(Execution.id == execution_id)
                           .options(selectinload(Execution.branches)).execution_options(populate_existing=True))
 
@@ -161,8 +161,8 @@ class ClaimedBranch:
 
 # The per-branch hot path (claim, record, finish) runs thousands of times a second at full fan-out:
 # its statements are built once, on the tables, with bind parameters.
-_B, _E, _T, _C = Branch.__table__, Execution.__table__, Target.__table__, Credential.__table__
-_S = BranchStep.__table__
+# (declarative types __table__ as any FromClause; these models are mapped to plain Tables)
+_B, _E, _T, _C, _S = (cast(Table, m.__table__) for m in (Branch, Execution, Target, Credential, BranchStep))
 _ACTIVE = [str(s) for s in BRANCH_ACTIVE]
 
 _CLAIM = (update(_B).where(_B.c.id.in_(bindparam("b_ids", expanding=True)), _B.c.status == str(BranchStatus.QUEUED))
@@ -464,12 +464,13 @@ def due_jobs(session: Session, now: datetime, limit: int = 100) -> list[int]:
 def fire_scheduled_job(session: Session, job_id: int) -> tuple[Execution | None, list[Event]]:
     """Run a due job once: the conditional update lets exactly one scheduler win."""
     now = utcnow()
+    # an UPDATE's result is a CursorResult (rowcount); Session.execute is typed as returning the Result base
     won = session.execute(update(Job).where(and_(Job.id == job_id, Job.schedule_fired_at.is_(None),
                                                  Job.scheduled_at <= now, Job.archived_at.is_(None)))
-                          .values(schedule_fired_at=now)).rowcount
+                          .values(schedule_fired_at=now)).rowcount  # type: ignore[attr-defined]
     if not won:
         return None, []
-    job = session.get(Job, job_id, populate_existing=True)
+    job = session.get_one(Job, job_id, populate_existing=True)  # the update above just matched its row
     try:
         with session.begin_nested():  # a firing acts on the authority of whoever last wrote the job's actions
             execution = start_execution(session, job, role=_role_of(session, job.updated_by) or Role.VIEWER,

@@ -6,9 +6,9 @@ from datetime import datetime
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
-from common.models.counter import allocate_job_serial
 from common.errors import Conflict, ValidationFailed
 from common.models import Job, JobAction, Target, job_targets, utcnow
+from common.models.counter import allocate_job_serial
 from common.services import access
 from common.services.pagination import Page, PageRequest, contains, paginate
 from common.services.refs import id_in_range, job_by_ref

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, Select, String, func, literal, null, select, union_all
 from sqlalchemy.orm import Session, joinedload, selectinload
@@ -147,7 +148,7 @@ class _Needle:
     serial_prefix: str | None  # LIKE pattern 'Q%' when q can begin a serial, else None
 
     @classmethod
-    def of(cls, q: str) -> "_Needle":
+    def of(cls, q: str) -> _Needle:
         upper = q.upper()
         prefix = escape_like(upper) + "%" if _SERIAL_PREFIX.match(upper) else None
         return cls(f"%{escape_like(q.lower())}%", prefix)
@@ -169,8 +170,9 @@ def _matching_jobs(needle: _Needle) -> Select:
 
 def _matching_targets(needle: _Needle) -> Select:
     condition = _like(func.lower(Target.name), needle.contains)
-    if needle.target_serial_prefix():
-        condition = condition | _like(Target.target_serial, needle.target_serial_prefix())
+    prefix = needle.target_serial_prefix()
+    if prefix:
+        condition = condition | _like(Target.target_serial, prefix)
     return select(Target.id).where(condition)
 
 
@@ -195,14 +197,14 @@ class _Matches:
     branches: list[int] | None
 
     @classmethod
-    def resolve(cls, session: Session, needle: _Needle) -> "_Matches":
+    def resolve(cls, session: Session, needle: _Needle) -> _Matches:
         probes = {"job": _matching_jobs(needle), "target": _matching_targets(needle)}
         prefix = needle.job_serial_prefix()
         if prefix is not None:
             probes["execution"] = select(Execution.id).where(_like(Execution.execution_serial, prefix))
             probes["branch"] = select(Branch.id).where(_like(Branch.branch_serial, prefix))
-        legs = [probe.limit(_LISTED[kind] + 1).subquery() for kind, probe in probes.items()]
-        stmt = union_all(*(select(literal(kind).label("kind"), leg.c.id) for kind, leg in zip(probes, legs)))
+        legs = {kind: probe.limit(_LISTED[kind] + 1).subquery() for kind, probe in probes.items()}
+        stmt = union_all(*(select(literal(kind).label("kind"), leg.c.id) for kind, leg in legs.items()))
         found: dict[str, list[int]] = {kind: [] for kind in probes}
         for kind, id_ in session.execute(stmt):
             found[kind].append(id_)
@@ -237,7 +239,7 @@ def _branch_legs(needle: _Needle, matches: _Matches) -> list[ColumnElement[bool]
     return [by_serial, by_job & ~serial_like, by_target & ~serial_like]
 
 
-_KINDS = {
+_KINDS: dict[str, tuple[int, type[Execution | Branch], Any]] = {
     # kind: (sort rank on ties, table, time column)
     "execution": (0, Execution, Execution.started_at),
     "branch": (1, Branch, Branch.queued_at),

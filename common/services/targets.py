@@ -5,9 +5,9 @@ from sqlalchemy import select, text, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from common.models.counter import allocate_target_serial
 from common.errors import Conflict, Forbidden, ValidationFailed
 from common.models import Credential, Target, utcnow
+from common.models.counter import allocate_target_serial
 from common.services import access
 from common.services.pagination import Page, PageRequest, contains, paginate
 from common.services.refs import id_in_range, target_by_ref
@@ -32,7 +32,7 @@ def _prepare(session: Session, values: dict, role: str, current: Target | None =
     was = {k: getattr(current, k) for k in DEFAULTS} if current is not None else dict(DEFAULTS)
     new = {**was, **{k: v for k, v in values.items() if k in DEFAULTS}}
     if current is None:
-        access.require_admin_for_local(role, [values.get("name")] if new["connection"] == "local" else [],
+        access.require_admin_for_local(role, [values["name"]] if new["connection"] == "local" else [],
                                        "create", field="connection")
     else:
         local = [current.target_serial] if "local" in (current.connection, new["connection"]) else []

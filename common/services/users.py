@@ -48,7 +48,8 @@ def _check_username(username: str) -> None:
 
 def _check_password(password: str) -> None:
     if len(password) < MIN_PASSWORD:
-        raise ValidationFailed("Password too short", {"field": "password", "expected_format": f"at least {MIN_PASSWORD} characters"})
+        raise ValidationFailed("Password too short",
+                               {"field": "password", "expected_format": f"at least {MIN_PASSWORD} characters"})
 
 
 def authenticate(session: Session, username: str, password: str) -> User | None:

@@ -18,7 +18,7 @@ Revises: 0001
   cannot be created the migration goes on without them (search stays correct, only slower).
 """
 import logging
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
@@ -26,9 +26,9 @@ from alembic import op
 log = logging.getLogger("alembic.runtime.migration")
 
 revision: str = "0002"
-down_revision: Union[str, Sequence[str], None] = "0001"
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | Sequence[str] | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def _postgresql() -> bool:

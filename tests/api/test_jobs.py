@@ -3,19 +3,19 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import text
 
 from tests.api.conftest import assert_error, row_counts
 
-YEAR = datetime.now(timezone.utc).year
+YEAR = datetime.now(UTC).year
 RFC3339_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
 
 
 def _future(days: int = 1) -> str:
-    moment = (datetime.now(timezone.utc) + timedelta(days=days)).replace(microsecond=0)
+    moment = (datetime.now(UTC) + timedelta(days=days)).replace(microsecond=0)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -87,14 +87,14 @@ def test_create_with_the_reference_body(client, operator, three_targets):
     assert body["execution_count"] == 0
     assert body["archived_at"] is None
     created = datetime.fromisoformat(body["created_at"].replace("Z", "+00:00"))
-    assert abs(created - datetime.now(timezone.utc)) < timedelta(minutes=1)
+    assert abs(created - datetime.now(UTC)) < timedelta(minutes=1)
 
 
 def test_scheduled_at_with_offset_is_returned_in_utc(client, operator, three_targets):
     moment = datetime.now(timezone(timedelta(hours=5, minutes=30))).replace(microsecond=0) + timedelta(days=2)
     response = client.post("/api/jobs", json=_reference_body(three_targets, moment.isoformat()), headers=operator)
     assert response.status_code == 201
-    expected = moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    expected = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert response.get_json()["scheduled_at"] == expected
 
 
@@ -113,7 +113,8 @@ def test_without_scheduled_at_status_is_ready(client, operator, three_targets):
 
 def test_script_action_and_per_action_options(client, operator):
     body = _simple(actions=[
-        {"action_type": "script", "action_name": "s", "action_parameters": {"script": "echo hi", "interpreter": "/bin/sh"},
+        {"action_type": "script", "action_name": "s",
+         "action_parameters": {"script": "echo hi", "interpreter": "/bin/sh"},
          "timeout_seconds": 30, "continue_on_error": True},
         {"action_type": "command", "action_name": "c", "action_parameters": {"command": "uptime"}},
     ])
@@ -138,14 +139,14 @@ def _rejected(client, db, headers, body, status: int = 422, field: str | None = 
 
 
 def test_scheduled_at_in_the_past_422(client, operator, three_targets, db):
-    past = (datetime.now(timezone.utc) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    past = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
     error = _rejected(client, db, operator, _reference_body(three_targets, past), field="scheduled_at")
     assert error["error"] == "validation_error"
     _rejected(client, db, operator, _reference_body(three_targets, "2025-01-08T10:00:00Z"), field="scheduled_at")
 
 
 def test_naive_scheduled_at_422(client, operator, three_targets, db):
-    naive = (datetime.now(timezone.utc) + timedelta(days=1)).replace(tzinfo=None).isoformat(timespec="seconds")
+    naive = (datetime.now(UTC) + timedelta(days=1)).replace(tzinfo=None).isoformat(timespec="seconds")
     _rejected(client, db, operator, _reference_body(three_targets, naive), field="scheduled_at")
     _rejected(client, db, operator, _reference_body(three_targets, "tomorrow"), field="scheduled_at")
 
@@ -240,7 +241,7 @@ def test_patch_job(client, operator, three_targets):
 def test_patch_rejections_change_nothing(client, operator, viewer, db):
     job = client.post("/api/jobs", json=_simple("keep"), headers=operator).get_json()
     before = client.get(f"/api/jobs/{job['id']}", headers=operator).get_json()
-    past = (datetime.now(timezone.utc) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    past = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert_error(client.patch(f"/api/jobs/{job['id']}", json={"scheduled_at": past}, headers=operator), 422,
                  field="scheduled_at")
     assert_error(client.patch(f"/api/jobs/{job['id']}", json={"scheduled_at": _future()}, headers=operator), 422,

@@ -3,6 +3,7 @@ admin vs standard budgets, separate budgets per user, login limited per IP, and 
 several real API processes through Redis."""
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -177,7 +178,8 @@ def test_budget_is_shared_across_processes_through_redis(pg_db, pg_url, redis_ur
             proc = processes.start(f"api{n}", [gunicorn, "api.wsgi:app", "--bind", f"127.0.0.1:{port}",
                                                "--workers", "1", "--graceful-timeout", "2"], cwd=REPO, env=env)
             bases.append(f"http://127.0.0.1:{port}")
-            wait_until(lambda: _healthy(bases[-1], proc), timeout=60, interval=0.05, message=f"API process {n}")
+            wait_until(functools.partial(_healthy, bases[-1], proc), timeout=60, interval=0.05,
+                       message=f"API process {n}")
 
         login = httpx.post(f"{bases[0]}/api/auth/login", json={"username": "shared-op", "password": PASSWORD},
                            timeout=10)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from flask_jwt_extended import create_access_token
@@ -17,7 +17,7 @@ from common.services.users import create_user
 from tests.api.conftest import assert_error, row_counts
 from tests.conftest import make_settings
 
-YEAR = datetime.now(timezone.utc).year
+YEAR = datetime.now(UTC).year
 SERIAL = re.compile(rf"^T{YEAR}\d{{4,}}$")
 
 

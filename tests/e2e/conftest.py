@@ -36,7 +36,8 @@ from tests.sshd import (  # noqa: E402
 
 REPO_ROOT = _REPO_ROOT
 # honcho, gunicorn, celery, opsconductor: the project's venv (`make install`), else the one running pytest
-VENV_BIN = REPO_ROOT / ".venv" / "bin" if (REPO_ROOT / ".venv" / "bin" / "honcho").exists() else Path(sys.executable).parent
+VENV_BIN = (REPO_ROOT / ".venv" / "bin" if (REPO_ROOT / ".venv" / "bin" / "honcho").exists()
+            else Path(sys.executable).parent)
 E2E_REDIS_DB = int(os.environ.get("TEST_E2E_REDIS_DB", "14"))  # not tests/conftest.py's 13, not the benchmark's 12
 
 RFC3339_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
@@ -159,7 +160,7 @@ class EventSocket:
         except Exception:
             pass
 
-    def __enter__(self) -> "EventSocket":
+    def __enter__(self) -> EventSocket:
         return self
 
     def __exit__(self, *exc) -> None:

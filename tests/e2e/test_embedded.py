@@ -6,13 +6,22 @@ from __future__ import annotations
 import os
 import re
 import stat
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import (VENV_BIN, Api, EventSocket, ManagedProcess, Processes, assert_utc, clean_env,
-                                wait_http_ready, ws_url)
+from tests.e2e.conftest import (
+    VENV_BIN,
+    Api,
+    EventSocket,
+    ManagedProcess,
+    Processes,
+    assert_utc,
+    clean_env,
+    wait_http_ready,
+    ws_url,
+)
 from tests.sshd import wait_until
 
 pytestmark = pytest.mark.slow
@@ -143,7 +152,7 @@ def test_scheduled_job_runs_by_itself(processes, workdir):
     api = Api(base_url)
     try:
         api.login(*printed_admin(proc))
-        when = (datetime.now(timezone.utc) + timedelta(seconds=2)).replace(microsecond=0)
+        when = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0)
         target, job = local_job(api, "scheduled job", scheduled_at=when.isoformat().replace("+00:00", "Z"))
         assert job["status"] == "scheduled", job
         assert api.get(f"/api/jobs/{job['job_serial']}/executions") == []

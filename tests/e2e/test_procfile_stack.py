@@ -11,8 +11,20 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.e2e.conftest import (REPO_ROOT, VENV_BIN, Api, EventSocket, ManagedProcess, Processes,
-                                assert_execution_events, assert_utc, clean_env, pg_tables, wait_http_ready, ws_url)
+from tests.e2e.conftest import (
+    REPO_ROOT,
+    VENV_BIN,
+    Api,
+    EventSocket,
+    ManagedProcess,
+    Processes,
+    assert_execution_events,
+    assert_utc,
+    clean_env,
+    pg_tables,
+    wait_http_ready,
+    ws_url,
+)
 from tests.sshd import TEST_HOSTS, free_port, wait_until
 
 pytestmark = pytest.mark.slow

@@ -3,12 +3,12 @@ process: werkzeug threaded server, in-process Celery worker, in-process event bu
 authentication by header, `?token=` or a first message, 1008 otherwise; serial filters."""
 from __future__ import annotations
 
-from socket import create_connection
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from socket import create_connection
 
 import jwt as pyjwt
 import pytest

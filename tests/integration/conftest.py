@@ -20,8 +20,9 @@ from common.db import Database
 from common.models import SerialCounter, utcnow
 from common.services.users import create_user
 from tests.conftest import PASSWORD, make_settings, truncate_all
-from tests.integration.engine_helpers import (CeleryProcess, EngineApi, EventRecorder, celery_env)
+from tests.integration.engine_helpers import CeleryProcess, EngineApi, EventRecorder, celery_env
 from tests.sshd import TEST_HOSTS, ClientKey, SshdServer, generate_client_key
+
 
 @pytest.fixture(scope="package")
 def engine_db(pg_url) -> Iterator[Database]:

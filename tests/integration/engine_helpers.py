@@ -74,7 +74,7 @@ def sleep_marker() -> str:
 
 # --------------------------------------------------------------------------------------- Celery
 
-_LIVE: set["CeleryProcess"] = set()
+_LIVE: set[CeleryProcess] = set()
 
 
 @atexit.register
@@ -130,10 +130,11 @@ class CeleryProcess:
         """What the worker writes into branches.worker (worker.runtime.WorkerRuntime.name)."""
         return f"{socket.gethostname()}:{self.pid}"
 
-    def start(self, timeout: float = 30.0) -> "CeleryProcess":
+    def start(self, timeout: float = 30.0) -> CeleryProcess:
         self.proc = ManagedProcess(self.name, self.argv, cwd=REPO_ROOT, env=self.env, log_dir=self.workdir)
         _LIVE.add(self)
-        ready = re.compile(r"celery\.apps\.worker \S+ ready\." if self.kind == "worker" else r"maintenance loop started")
+        ready = re.compile(r"celery\.apps\.worker \S+ ready\." if self.kind == "worker"
+                           else r"maintenance loop started")
 
         def is_ready() -> bool:
             if not self.proc.running():

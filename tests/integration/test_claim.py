@@ -31,7 +31,8 @@ def branch_ids(db) -> Iterator[list[int]]:
                                  auth_type="password", password="s3cret-pw")
         ssh = create_target(session, {"name": "claim-ssh", "ip_address": "192.0.2.7", "port": 2222,
                                       "credential_id": cred.id}, user_id=admin_id(session), role="admin")
-        local = create_target(session, {"name": "claim-local", "connection": "local"}, user_id=admin_id(session), role="admin")
+        local = create_target(session, {"name": "claim-local", "connection": "local"}, user_id=admin_id(session),
+                              role="admin")
         job = create_job(session, {"name": "claim-job", "target_ids": [ssh.id, local.id], "actions": ACTIONS},
                          user_id=admin_id(session), role="admin")
         execution = start_execution(session, session.get(Job, job.id), role="admin")

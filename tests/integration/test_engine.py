@@ -8,10 +8,17 @@ import socket
 import pytest
 
 from api.ws import OrderedRelay
-
 from common.hostkeys import fingerprint
-from tests.integration.engine_helpers import (branch_rows, command, describe_execution, execution_row, sleep_marker,
-                                              step_rows, wait_execution_done, wait_for)
+from tests.integration.engine_helpers import (
+    branch_rows,
+    command,
+    describe_execution,
+    execution_row,
+    sleep_marker,
+    step_rows,
+    wait_execution_done,
+    wait_for,
+)
 from tests.sshd import TEST_HOSTS, SshdServer, find_processes, free_port
 
 pytestmark = pytest.mark.usefixtures("default_worker")
@@ -54,7 +61,7 @@ def test_execute_on_three_hosts_runs_every_action_and_publishes_events_in_order(
     assert execution.status == "completed", describe_execution(engine_db, serial)
     assert execution.completed_at is not None
     branches = branch_rows(engine_db, serial)
-    for branch, host in zip(branches, TEST_HOSTS):
+    for branch, host in zip(branches, TEST_HOSTS, strict=True):
         assert (branch.status, branch.exit_code, branch.error_type) == ("completed", 0, None)
         assert branch.started_at is not None and branch.completed_at is not None and branch.duration >= 0
         steps = step_rows(engine_db, branch.id)

@@ -3,19 +3,16 @@ transactions, every branch is claimed once and finished once, the execution clos
 row that cannot be written fails alone."""
 from __future__ import annotations
 
-
 import pytest
 from sqlalchemy import select
 
 from common.db import Database
-from common.models import Job
+from common.models import Job, Target
 from common.services.executions import claim_branch, start_execution
 from common.services.jobs import create_job
 from common.services.targets import create_target
 from common.statuses import BranchStatus
-from tests.integration.engine_helpers import (admin_id, branch_rows, end_execution, execution_row, run_together,
-                                              unique)
-from common.models import Target
+from tests.integration.engine_helpers import admin_id, branch_rows, end_execution, execution_row, run_together, unique
 from worker.group_commit import Claimer, Finisher, Pinner
 
 BRANCHES = 24

@@ -50,8 +50,8 @@ def test_the_witness_sees_a_broker_that_lost_its_data(redis_url, witness):
     assert LossWitness("memory://").messages_lost() is False
 
 
-def test_a_lost_broker_gets_every_queued_branch_again_at_once(engine_settings, engine_db, race_job, witness,
-                                                             redis_url):
+def test_a_lost_broker_gets_every_queued_branch_again_at_once(engine_settings, engine_db, race_job,  # noqa: F811
+                                                             witness, redis_url):
     with engine_db.session() as session:
         execution = start_execution(session, session.get(Job, race_job), role="admin")
         serial, branch_ids = execution.execution_serial, sorted(b.id for b in execution.branches)
@@ -74,7 +74,7 @@ def test_a_lost_broker_gets_every_queued_branch_again_at_once(engine_settings, e
         end_execution(engine_db, serial)
 
 
-def test_worker_lost_waits_until_heartbeats_had_time_to_resume(engine_settings, engine_db, race_job, witness):
+def test_worker_lost_waits_until_heartbeats_had_time_to_resume(engine_settings, engine_db, race_job, witness):  # noqa: F811
     with engine_db.session() as session:
         execution = start_execution(session, session.get(Job, race_job), role="admin")
         serial, branch_id = execution.execution_serial, execution.branches[0].id

@@ -14,15 +14,27 @@ import pytest
 from api.dispatch import Dispatcher
 from common.db import Database
 from common.models import Job
-from common.services.executions import (claim_branch, close_if_done, finish_and_close, finish_branch,
-                                        start_execution)
+from common.services.executions import claim_branch, close_if_done, finish_and_close, finish_branch, start_execution
 from common.services.jobs import create_job, update_job
 from common.services.targets import create_target
 from common.statuses import BranchStatus, ErrorType
 from common.task_names import RUN_BRANCH
-from tests.integration.engine_helpers import (SWEEP_INTERVAL_SECONDS, WORKER_LOST_SECONDS, admin_id, branch_row,
-                                              branch_rows, command, describe_execution, execution_row, job_row, run_together,
-                                              sleep_marker, unique, wait_execution_done, wait_for)
+from tests.integration.engine_helpers import (
+    SWEEP_INTERVAL_SECONDS,
+    WORKER_LOST_SECONDS,
+    admin_id,
+    branch_row,
+    branch_rows,
+    command,
+    describe_execution,
+    execution_row,
+    job_row,
+    run_together,
+    sleep_marker,
+    unique,
+    wait_execution_done,
+    wait_for,
+)
 from tests.sshd import find_processes
 
 pytestmark = pytest.mark.usefixtures("default_worker")

@@ -3,13 +3,19 @@ real `celery beat` processes, each running the maintenance loop) racing to fire 
 scheduled_at is refused."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from common.models import Job
-from tests.integration.engine_helpers import (command, describe_execution, executions_of, job_row, wait_execution_done,
-                                              wait_for)
+from tests.integration.engine_helpers import (
+    command,
+    describe_execution,
+    executions_of,
+    job_row,
+    wait_execution_done,
+    wait_for,
+)
 
 pytestmark = pytest.mark.usefixtures("default_worker")
 
@@ -17,13 +23,13 @@ FIRED = r"scheduled job fired "
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def test_scheduled_job_runs_once_at_its_time_even_with_two_schedulers(api, engine_db, ssh_targets, start_celery,
                                                                       default_worker, redis_url):
     beats = [start_celery("beat"), start_celery("beat")]  # started: each has its maintenance loop running
-    scheduled_at = datetime.now(timezone.utc) + timedelta(seconds=2)
+    scheduled_at = datetime.now(UTC) + timedelta(seconds=2)
     job = api.job([command("tick", "echo tick")], [t["id"] for t in ssh_targets], scheduled_at=_iso(scheduled_at))
     assert job["status"] == "scheduled" and job["execution_count"] == 0
     scheduled_at = datetime.fromisoformat(job["scheduled_at"].replace("Z", "+00:00"))  # as stored
@@ -50,7 +56,7 @@ def test_scheduled_job_runs_once_at_its_time_even_with_two_schedulers(api, engin
 
 
 def test_scheduled_at_in_the_past_is_refused(api, ssh_targets):
-    past = _iso(datetime.now(timezone.utc) - timedelta(minutes=1))
+    past = _iso(datetime.now(UTC) - timedelta(minutes=1))
     body = {"name": "too-late", "actions": [command("tick", "echo tick")], "target_ids": [ssh_targets[0]["id"]],
             "scheduled_at": past}
 

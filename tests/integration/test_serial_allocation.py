@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from alembic import command
@@ -14,10 +14,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, func, inspect, select, text
 
 from common import serials
-from common.models.counter import allocate_job_serial, allocate_target_serial
 from common.db import Database
 from common.migrate import alembic_config, upgrade
 from common.models import Base, Job, SerialCounter, Target
+from common.models.counter import allocate_job_serial, allocate_target_serial
 from common.services.jobs import create_job
 from common.services.targets import create_target
 from tests.conftest import scratch_database
@@ -89,7 +89,7 @@ def _run_concurrently(url: str) -> tuple[list[str], list[tuple[float, float]]]:
 
 
 def _year() -> int:
-    return datetime.now(timezone.utc).year
+    return datetime.now(UTC).year
 
 
 # ---------------------------------------------------------------- concurrency
@@ -153,7 +153,7 @@ def test_year_is_the_utc_year_of_creation(pg_db, allocate, prefix):
         assert allocate(session, datetime(2031, 12, 31, 23, 45, tzinfo=west)) == f"{prefix}20320002"
         # 2032-01-01 00:30 at UTC+2 is still 2031 in UTC
         assert allocate(session, datetime(2032, 1, 1, 0, 30, tzinfo=east)) == f"{prefix}20310001"
-        assert allocate(session, datetime(2031, 6, 1, tzinfo=timezone.utc)) == f"{prefix}20310002"
+        assert allocate(session, datetime(2031, 6, 1, tzinfo=UTC)) == f"{prefix}20310002"
     with pg_db.session() as session:
         counters = {c.scope: c.value for c in session.scalars(select(SerialCounter))}
     assert counters == {f"{prefix}2032": 2, f"{prefix}2031": 2}

@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 
-
 from tests.sdk.conftest import SDK_JS, LiveServer
 
 JS_TESTS = SDK_JS / "test"

@@ -15,19 +15,38 @@ import time
 import uuid
 import zipfile
 from contextlib import contextmanager, redirect_stdout
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import enabledrm_sdk  # noqa: E402  (the conftest makes it importable)
 import pytest
+from enabledrm_sdk import (
+    ApiError,
+    BadRequest,
+    BranchDetail,
+    Conflict,
+    EnableDRMClient,
+    EnableDRMError,
+    Event,
+    Execution,
+    Forbidden,
+    Job,
+    MethodNotAllowed,
+    NotFound,
+    Page,
+    PayloadTooLarge,
+    RateLimited,
+    ServerError,
+    Target,
+    TransportError,
+    Unauthorized,
+    UnsupportedMediaType,
+    ValidationError,
+    WaitTimeout,
+)
+from enabledrm_sdk.models import ApiObject, parse_time
 
 from tests.sdk.conftest import REPO_ROOT, LiveServer
-
-import enabledrm_sdk  # noqa: E402  (the conftest makes it importable)
-from enabledrm_sdk import (ApiError, BadRequest, BranchDetail, Conflict, EnableDRMClient, EnableDRMError, Event,
-                           Execution, Forbidden, Job, MethodNotAllowed, NotFound, Page, PayloadTooLarge, RateLimited,
-                           ServerError, Target, TransportError, Unauthorized, UnsupportedMediaType, ValidationError,
-                           WaitTimeout)
-from enabledrm_sdk.models import ApiObject, parse_time
 
 REFERENCE = REPO_ROOT.parent / "shared" / "api-reference.md"  # shared/ lies beside every checkout, CI's too
 
@@ -293,10 +312,10 @@ def test_jobs_crud_list_iterate(admin, seeded):
 def test_scheduled_job_in_the_past_is_a_validation_error(admin, seeded):
     with pytest.raises(ValidationError):
         admin.jobs.create(unique("py-past"), [echo_action()], target_ids=[seeded["target"].id],
-                          scheduled_at=datetime.now(timezone.utc) - timedelta(hours=1))
+                          scheduled_at=datetime.now(UTC) - timedelta(hours=1))
     future = admin.jobs.create(unique("py-future"), [echo_action()], target_ids=[seeded["target"].id],
-                               scheduled_at=datetime.now(timezone.utc) + timedelta(days=1))
-    assert future.status == "scheduled" and parse_time(future.scheduled_at) > datetime.now(timezone.utc)
+                               scheduled_at=datetime.now(UTC) + timedelta(days=1))
+    assert future.status == "scheduled" and parse_time(future.scheduled_at) > datetime.now(UTC)
     admin.jobs.delete(future.id)
 
 
@@ -588,11 +607,11 @@ def test_response_objects():
     with pytest.raises(AttributeError):
         execution.status = "x"
     with pytest.raises(AttributeError):
-        execution.missing
+        _ = execution.missing
     page = Page({"data": [{"id": 1}, {"id": 2}], "pagination": {"page": 1, "has_next": False}}, Job)
     assert [j.id for j in page] == [1, 2] and len(page) == 2 and isinstance(page[0], Job)
     assert page.pagination.has_next is False
-    assert parse_time("2025-01-08T10:00:00Z") == datetime(2025, 1, 8, 10, tzinfo=timezone.utc)
+    assert parse_time("2025-01-08T10:00:00Z") == datetime(2025, 1, 8, 10, tzinfo=UTC)
 
 
 def test_package_metadata_and_typing_marker(tmp_path):

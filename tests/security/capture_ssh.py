@@ -59,7 +59,7 @@ class CaptureServer:
     def host_key_line(self) -> str:
         return f"{self.host_key.get_name()} {self.host_key.get_base64()}"
 
-    def __enter__(self) -> "CaptureServer":
+    def __enter__(self) -> CaptureServer:
         self._thread.start()
         return self
 

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +217,7 @@ def _test_net_address(value: str) -> str:
 
 def _future(value: Any) -> str:
     """A time the API accepts for scheduled_at: in the future (a day to a year ahead), before 2101."""
-    when = datetime.now(timezone.utc) + timedelta(days=1, seconds=_digest(value) % (365 * 86400))
+    when = datetime.now(UTC) + timedelta(days=1, seconds=_digest(value) % (365 * 86400))
     return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 

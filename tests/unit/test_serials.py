@@ -6,7 +6,6 @@ import pytest
 from common import serials
 from common.errors import ValidationFailed
 
-
 # ---------------------------------------------------------------- formatting
 
 def test_job_and_target_serials_are_year_plus_four_digit_sequence():

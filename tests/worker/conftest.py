@@ -6,8 +6,8 @@ stays fast; tests that restart a server get their own.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -25,7 +25,6 @@ from tests.sshd import (  # noqa: E402
     TestUser,
     generate_client_key,
 )
-
 
 
 @pytest.fixture(scope="session")

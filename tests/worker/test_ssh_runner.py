@@ -7,7 +7,8 @@ import os
 import secrets
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -395,7 +396,8 @@ def test_bad_or_missing_passphrase_is_auth_failed(
 
 
 def test_garbage_key_is_auth_failed(runner: SSHRunner, sshd: SshdServer, ssh_user: TestUser) -> None:
-    spec = make_spec(sshd, ssh_user, private_key="-----BEGIN OPENSSH PRIVATE KEY-----\nnot base64!\n-----END OPENSSH PRIVATE KEY-----\n")
+    garbage = "-----BEGIN OPENSSH PRIVATE KEY-----\nnot base64!\n-----END OPENSSH PRIVATE KEY-----\n"
+    spec = make_spec(sshd, ssh_user, private_key=garbage)
     assert connect_error(runner, spec).error_type == "auth_failed"
 
 

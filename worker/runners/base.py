@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable, Protocol
+from datetime import UTC, datetime
+from typing import Protocol
 
 from worker.runners.output import OutputCollector
 
@@ -48,14 +49,14 @@ class StepRecorder:
     """One action's capped output streams and clock, turned into its StepResult."""
 
     def __init__(self, output_cap: int):
-        self.started_at = datetime.now(timezone.utc)
+        self.started_at = datetime.now(UTC)
         self.out = OutputCollector(output_cap)
         self.err = OutputCollector(output_cap)
 
     def result(self, exit_code: int | None, error_type: str | None, message: str | None) -> StepResult:
         return StepResult(exit_code=exit_code, stdout=self.out.text(), stderr=self.err.text(),
                           error_type=error_type, error_message=message, started_at=self.started_at,
-                          completed_at=datetime.now(timezone.utc))
+                          completed_at=datetime.now(UTC))
 
 
 class ConnectError(Exception):

@@ -23,7 +23,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from common.config import DEFAULT_LOCAL_RUN_AS, LOCAL_RUN_AS_SELF, local_account
 
@@ -154,12 +155,12 @@ class LocalSession:
 
     host_key: str | None = None
 
-    def __init__(self, runner: "LocalRunner") -> None:
+    def __init__(self, runner: LocalRunner) -> None:
         self._runner = runner
         self._home: str | None = None  # the run-as account's home for this session, made on first run
         self._launch: tuple[list[str], dict[str, Any]] | None = None  # argv prefix, Popen keywords
 
-    def __enter__(self) -> "LocalSession":
+    def __enter__(self) -> LocalSession:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -118,7 +118,7 @@ def load_private_key(text: str, passphrase: str | None = None) -> paramiko.PKey:
             obj = serialization.load_pem_private_key(
                 text.encode(), password=passphrase.encode() if passphrase else None
             )
-            converted = obj.private_bytes(  # type: ignore[union-attr]
+            converted = obj.private_bytes(
                 serialization.Encoding.PEM,
                 serialization.PrivateFormat.OpenSSH,
                 serialization.NoEncryption(),

@@ -139,7 +139,7 @@ class _RemoteCommand:
         chan = self.chan
         if chan.recv_ready() or chan.recv_stderr_ready():
             return False
-        return chan.closed or (chan.eof_received and chan.status_event.is_set())
+        return chan.closed or (bool(chan.eof_received) and chan.status_event.is_set())
 
     def wait(self, timeout: float) -> None:
         """Block until the channel has news (data, EOF, exit status, close) or ``timeout`` passes."""

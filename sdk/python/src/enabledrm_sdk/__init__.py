@@ -8,15 +8,56 @@
 """
 from enabledrm_sdk._version import __version__
 from enabledrm_sdk.client import EnableDRMClient
-from enabledrm_sdk.errors import (ApiError, BadRequest, Conflict, EnableDRMError, Forbidden, InternalError,
-                                  MethodNotAllowed, NotFound, PayloadTooLarge, RateLimited, ServerError,
-                                  TransportError, Unauthorized, UnsupportedMediaType, ValidationError, WaitTimeout)
+from enabledrm_sdk.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    EnableDRMError,
+    Forbidden,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ServerError,
+    TransportError,
+    Unauthorized,
+    UnsupportedMediaType,
+    ValidationError,
+    WaitTimeout,
+)
 from enabledrm_sdk.events import EventStream, EventStreamClosed
-from enabledrm_sdk.models import (Action, AnalyticsBucket, ApiObject, Branch, BranchDetail, BranchTarget, BulkItem,
-                                  BulkResult, Credential, Event, Execution, ExecutionAnalytics, ExecutionJob, Job,
-                                  JobMetrics, Page, Pagination, RecentBranch, SearchResult, SearchResults, Step,
-                                  Target, TargetHistory, TargetHistoryItem, TargetMetrics, TargetPerformance, Token,
-                                  User, parse_time)
+from enabledrm_sdk.models import (
+    Action,
+    AnalyticsBucket,
+    ApiObject,
+    Branch,
+    BranchDetail,
+    BranchTarget,
+    BulkItem,
+    BulkResult,
+    Credential,
+    Event,
+    Execution,
+    ExecutionAnalytics,
+    ExecutionJob,
+    Job,
+    JobMetrics,
+    Page,
+    Pagination,
+    RecentBranch,
+    SearchResult,
+    SearchResults,
+    Step,
+    Target,
+    TargetHistory,
+    TargetHistoryItem,
+    TargetMetrics,
+    TargetPerformance,
+    Token,
+    User,
+    parse_time,
+)
 
 __all__ = [
     "__version__", "EnableDRMClient",

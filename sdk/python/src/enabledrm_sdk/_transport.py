@@ -16,7 +16,7 @@ DEFAULT_RETRY_AFTER = 1.0
 MAX_RETRY_WAIT = 60.0  # a 429 asking for a longer wait is raised to the caller, never slept through
 
 
-def api_roots(base_url: str) -> "tuple[str, str]":
+def api_roots(base_url: str) -> tuple[str, str]:
     """(server root, API root) for a base URL given with or without its trailing ``/api``."""
     root = base_url.strip().rstrip("/")
     if not root.startswith(("http://", "https://")):

@@ -6,8 +6,15 @@ from typing import Any, Mapping, Optional
 import httpx
 
 from enabledrm_sdk._transport import Transport
-from enabledrm_sdk.resources import (AnalyticsResource, AuthResource, CredentialsResource, ExecutionsResource,
-                                     JobsResource, TargetsResource, UsersResource)
+from enabledrm_sdk.resources import (
+    AnalyticsResource,
+    AuthResource,
+    CredentialsResource,
+    ExecutionsResource,
+    JobsResource,
+    TargetsResource,
+    UsersResource,
+)
 
 
 class EnableDRMClient:
@@ -79,7 +86,7 @@ class EnableDRMClient:
     def close(self) -> None:
         self._transport.close()
 
-    def __enter__(self) -> "EnableDRMClient":
+    def __enter__(self) -> EnableDRMClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:

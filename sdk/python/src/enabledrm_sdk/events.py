@@ -48,7 +48,7 @@ class EventStream:
     """An open subscription to live execution events. Iterate it for :class:`Event` objects;
     iteration ends when the server closes the socket. ``filters`` holds what the server confirmed."""
 
-    def __init__(self, ws: "websocket.WebSocket", timeout: Optional[float], filters: Dict[str, Any]) -> None:
+    def __init__(self, ws: websocket.WebSocket, timeout: Optional[float], filters: Dict[str, Any]) -> None:
         self._ws = ws
         self.timeout = timeout
         self.filters = filters
@@ -57,9 +57,9 @@ class EventStream:
         self.close_reason: str = ""
 
     @classmethod
-    def connect(cls, transport: "Transport", *, execution_serial: Optional[str] = None,
+    def connect(cls, transport: Transport, *, execution_serial: Optional[str] = None,
                 job_serial: Optional[str] = None, timeout: Optional[float] = None,
-                connect_timeout: Optional[float] = 30.0) -> "EventStream":
+                connect_timeout: Optional[float] = 30.0) -> EventStream:
         token = transport.token
         if not token:
             raise Unauthorized(401, "unauthorized", "The event stream needs a token: log in first", {})
@@ -172,7 +172,7 @@ class EventStream:
             except Exception:  # noqa: BLE001
                 pass
 
-    def __enter__(self) -> "EventStream":
+    def __enter__(self) -> EventStream:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import copy
 from datetime import datetime, timezone
-from typing import (Any, ClassVar, Dict, Generic, Iterator, List, Mapping, Optional, Type, TypeVar, Union,
-                    overload)
+from typing import Any, ClassVar, Dict, Generic, Iterator, List, Mapping, Optional, Type, TypeVar, Union, overload
 
 __all__ = [
     "ApiObject", "Token", "User", "Credential", "Target", "Action", "Job", "Branch", "Step", "BranchTarget",
@@ -40,7 +39,7 @@ class ApiObject:
 
     __slots__ = ("_data", "_cache")
     #: field name -> ApiObject subclass used for that field (an object, or each element of a list)
-    _nested: ClassVar[Dict[str, Type["ApiObject"]]] = {}
+    _nested: ClassVar[Dict[str, Type[ApiObject]]] = {}
 
     def __init__(self, data: Optional[Mapping[str, Any]] = None, **fields: Any) -> None:
         merged = dict(data or {})

@@ -13,10 +13,10 @@ class Resource:
     def __init__(self, transport: Transport) -> None:
         self._t = transport
 
-    def _page(self, path: str, item_type: Type[T], params: Mapping[str, Any]) -> "Page[T]":
+    def _page(self, path: str, item_type: Type[T], params: Mapping[str, Any]) -> Page[T]:
         return Page(self._t.json("GET", path, params=params), item_type)
 
-    def _iterate(self, fetch: Callable[[int], "Page[T]"]) -> Iterator[T]:
+    def _iterate(self, fetch: Callable[[int], Page[T]]) -> Iterator[T]:
         """Every item of a paginated list, page after page, until has_next is false."""
         page_number = 1
         while True:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Optional
 
+from enabledrm_sdk._transport import segment
 from enabledrm_sdk.models import ExecutionAnalytics, JobMetrics
 from enabledrm_sdk.resources._base import Resource
-from enabledrm_sdk._transport import segment
 
 
 class AnalyticsResource(Resource):

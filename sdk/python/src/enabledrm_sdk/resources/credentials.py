@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from typing import Any, Iterator, List, Optional
 
+from enabledrm_sdk._transport import segment
 from enabledrm_sdk.models import Credential, Page
 from enabledrm_sdk.resources._base import Resource, body, page_params
-from enabledrm_sdk._transport import segment
 
 
 class CredentialsResource(Resource):
     def list(self, *, page: Optional[int] = None, per_page: Optional[int] = None, sort: Optional[str] = None,
-             order: Optional[str] = None) -> "Page[Credential]":
+             order: Optional[str] = None) -> Page[Credential]:
         return self._page("/credentials", Credential, page_params(page, per_page, sort, order))
 
     def iterate(self, *, per_page: int = 100, sort: Optional[str] = None,

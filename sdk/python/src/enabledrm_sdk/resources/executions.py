@@ -7,7 +7,7 @@ from typing import Callable, Iterable, Optional
 from enabledrm_sdk._transport import Transport, segment
 from enabledrm_sdk.errors import WaitTimeout
 from enabledrm_sdk.events import EventStream
-from enabledrm_sdk.models import BranchDetail, BulkResult, Execution, SearchResults, TERMINAL_EXECUTION_STATUSES
+from enabledrm_sdk.models import TERMINAL_EXECUTION_STATUSES, BranchDetail, BulkResult, Execution, SearchResults
 from enabledrm_sdk.resources._base import Resource
 
 

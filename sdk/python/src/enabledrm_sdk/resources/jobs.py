@@ -4,9 +4,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Iterator, List, Mapping, Optional, Sequence, Union
 
+from enabledrm_sdk._transport import segment
 from enabledrm_sdk.models import Execution, Job, Page
 from enabledrm_sdk.resources._base import Resource, body, iterate_offset, page_params
-from enabledrm_sdk._transport import segment
 
 JobRef = Union[int, str]  # the numeric id or the serial (J20250001)
 
@@ -14,7 +14,7 @@ JobRef = Union[int, str]  # the numeric id or the serial (J20250001)
 class JobsResource(Resource):
     def list(self, *, page: Optional[int] = None, per_page: Optional[int] = None, sort: Optional[str] = None,
              order: Optional[str] = None, status: Optional[str] = None, name: Optional[str] = None,
-             job_type: Optional[str] = None) -> "Page[Job]":
+             job_type: Optional[str] = None) -> Page[Job]:
         """One page of live jobs (``sort``: created_at, updated_at, name, job_serial, status,
         scheduled_at, id; ``order``: asc | desc), optionally filtered."""
         return self._page("/jobs", Job, page_params(page, per_page, sort, order, status=status, name=name,

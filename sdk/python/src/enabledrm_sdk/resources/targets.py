@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Optional, Union
 
+from enabledrm_sdk._transport import segment
 from enabledrm_sdk.models import Page, Target, TargetHistory, TargetHistoryItem, TargetPerformance
 from enabledrm_sdk.resources._base import Resource, body, iterate_offset, page_params
-from enabledrm_sdk._transport import segment
 
 TargetRef = Union[int, str]  # the numeric id or the serial (T20250001)
 
@@ -13,7 +13,7 @@ TargetRef = Union[int, str]  # the numeric id or the serial (T20250001)
 class TargetsResource(Resource):
     def list(self, *, page: Optional[int] = None, per_page: Optional[int] = None, sort: Optional[str] = None,
              order: Optional[str] = None, name: Optional[str] = None, tag: Optional[str] = None,
-             enabled: Optional[bool] = None, queue: Optional[str] = None) -> "Page[Target]":
+             enabled: Optional[bool] = None, queue: Optional[str] = None) -> Page[Target]:
         """One page of live targets, optionally filtered by name, tag, enabled or queue."""
         return self._page("/targets", Target, page_params(page, per_page, sort, order, name=name, tag=tag,
                                                           enabled=enabled, queue=queue))

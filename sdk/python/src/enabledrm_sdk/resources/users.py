@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Optional
 
+from enabledrm_sdk._transport import segment
 from enabledrm_sdk.models import Page, User
 from enabledrm_sdk.resources._base import Resource, body, page_params
-from enabledrm_sdk._transport import segment
 
 
 class UsersResource(Resource):
     def list(self, *, page: Optional[int] = None, per_page: Optional[int] = None, sort: Optional[str] = None,
-             order: Optional[str] = None) -> "Page[User]":
+             order: Optional[str] = None) -> Page[User]:
         """One page of users (``sort``: created_at | username | id; ``order``: asc | desc)."""
         return self._page("/users", User, page_params(page, per_page, sort, order))
 
