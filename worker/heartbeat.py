@@ -11,8 +11,6 @@ from common.services.executions import heartbeat
 
 log = logging.getLogger(__name__)
 
-PID_SETTLE = 0.1  # seconds: a new remote PID is written this soon, together with those of its neighbours
-
 
 class HeartbeatMonitor:
     def __init__(self, db: Database, interval: float):
@@ -41,8 +39,8 @@ class HeartbeatMonitor:
             self._pids.pop(branch_id, None)
 
     def remote_pid(self, branch_id: int, pid: int | None) -> None:
-        """The process group of the action the branch runs now (None: it ended); written within
-        PID_SETTLE seconds, by this thread, in the heartbeat's transaction."""
+        """The process group of the action the branch runs now (None: it ended); written at once by
+        this thread in a heartbeat transaction, with whatever other PIDs arrived while it wrote."""
         with self._lock:
             if branch_id in self._running:
                 self._pids[branch_id] = pid
@@ -66,8 +64,7 @@ class HeartbeatMonitor:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            if self._wake.wait(self._interval):
-                self._stop.wait(PID_SETTLE)
+            self._wake.wait(self._interval)
             self._wake.clear()
             try:
                 self.beat()

@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 import httpx
 import psycopg2
 import redis
+import sqlalchemy
+import sqlalchemy.pool
 
 from tests.e2e.conftest import REPO_ROOT, clean_env, wait_http_ready
 from tests.processes import ManagedProcess, Processes
@@ -623,6 +625,24 @@ class Case:
 
     def remote_pids(self, token: str) -> list[int]:
         return find_processes(token)
+
+    def wait_remote_pids_recorded(self, serials: Sequence[str], timeout: float) -> None:
+        """Until the worker has recorded the remote process group of every running branch (an
+        engine-internal column, read here only to place a crash after it, not to judge it)."""
+        engine = sqlalchemy.create_engine(self.platform.pg.url, poolclass=sqlalchemy.pool.NullPool)
+        query = sqlalchemy.text("SELECT count(*) FROM branches WHERE remote_pid IS NULL AND status = 'running' "
+                                "AND branch_serial LIKE ANY(:patterns)")
+        patterns = [f"{serial}.%" for serial in serials]
+
+        def recorded() -> bool:
+            with engine.connect() as conn:
+                return conn.execute(query, {"patterns": patterns}).scalar() == 0
+
+        try:
+            wait_for(recorded, timeout, interval=0.02, message="the remote process groups to be recorded",
+                     describe=lambda: self.describe(serials))
+        finally:
+            engine.dispose()
 
     # -- waiting ------------------------------------------------------------------------------
 

@@ -41,7 +41,10 @@ def test_the_only_worker_killed_fails_its_branches_and_the_next_worker_kills_the
     case.wait_running([serial])
     assert len(case.remote_pids(token)) >= 10, "the remote sleeps are not visible in /proc"
 
-    platform.kill(worker)  # as soon as every command has started: a crash does not wait for a heartbeat
+    # the heartbeat writes each action's process group as soon as its PID arrives (a few ms); a worker
+    # dying inside that window leaves its command unknown, which the README states
+    case.wait_remote_pids_recorded([serial], 10)
+    platform.kill(worker)
     killed_at = time.monotonic()
     watch = case.watch([serial], WORKER_LOST_BOUND + 7, since=killed_at, done=lambda b: b["status"] != "running",
                        message="every branch to leave running with no worker alive")
