@@ -28,12 +28,12 @@ FERNET_SECRET = "test-fernet-secret-" + "y" * 40
 PASSWORD = "correct-horse-battery"
 
 
-def pg_admin(sql: str) -> None:
+def pg_admin(sql: str, *params: object) -> None:
     conn = psycopg2.connect(PG_ADMIN_DSN)
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            cur.execute(sql)
+            cur.execute(sql, params or None)
     finally:
         conn.close()
 

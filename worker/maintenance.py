@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from common.broker import LossWitness
 from common.config import Settings
@@ -24,9 +24,12 @@ from common.task_names import KILL_ORPHAN
 log = logging.getLogger(__name__)
 
 FIRE_DUE_INTERVAL = 1.0
+BATCH = 1000  # branches re-sent per query
 
 
 class Maintenance:
+    """One maintenance loop; several may run (two beats): every step is a conditional update."""
+
     def __init__(self, settings: Settings, db: Database, events: object, send: Send,
                  witness: LossWitness | None = None):
         self.settings = settings
@@ -74,7 +77,7 @@ class Maintenance:
         return (self._db_since is not None
                 and time.monotonic() - self._db_since >= self.settings.worker_lost_seconds)
 
-    def _broker_lost_at(self):
+    def _broker_lost_at(self) -> datetime | None:
         try:
             return utcnow() if self.witness.messages_lost() else None
         except Exception as exc:  # broker down: nothing to re-send to yet; asked again next round
@@ -85,17 +88,18 @@ class Maintenance:
         s = self.settings
         lost_at = self._broker_lost_at()
         if lost_at is not None:
-            log.warning("maintenance: the broker lost its queued messages; re-sending every queued branch")
+            log.warning("maintenance: the broker's witness key is missing (a restart without persistence, a flush, "
+                        "or its first use): re-sending every queued branch")
         sent = 0
         while True:
             with self.db.session() as session:
                 pending = svc.branches_to_dispatch(session, grace=timedelta(seconds=s.dispatch_grace_seconds),
                                                    redispatch_after=timedelta(seconds=s.redispatch_seconds),
-                                                   sent_before=lost_at)
+                                                   sent_before=lost_at, limit=BATCH)
                 svc.set_dispatched(session, [branch_id for branch_id, _ in pending], utcnow())
             self._database_answered()
             sent += dispatch_branches(self.db, self.send, pending) if pending else 0
-            if lost_at is None or len(pending) < 1000:
+            if lost_at is None or len(pending) < BATCH:
                 break
         lost: list[svc.LostBranch] = []
         if self._heartbeats_current():

@@ -17,7 +17,6 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import psycopg2
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import event, text
@@ -32,7 +31,7 @@ from common.db import Database
 from common.migrate import upgrade
 from common.services.users import create_user
 from tests.api.conftest import assert_error, table_snapshot
-from tests.conftest import PASSWORD, PG_ADMIN_DSN, make_settings, scratch_database
+from tests.conftest import PASSWORD, make_settings, pg_admin, scratch_database
 from tests.sshd import wait_until
 
 RETRY_AFTER = api_errors.DATABASE_RETRY_AFTER_SECONDS
@@ -126,15 +125,6 @@ def _shutdown(sock: socket.socket) -> None:
         pass
 
 
-def _pg_admin(sql: str, *params) -> None:
-    conn = psycopg2.connect(PG_ADMIN_DSN)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, params)
-    finally:
-        conn.close()
-
 
 @dataclass
 class Outage:
@@ -151,9 +141,9 @@ class Outage:
         if self.kind == "server_down":
             self.forwarder.stop()
         else:
-            _pg_admin(f"ALTER DATABASE {self.database} ALLOW_CONNECTIONS false")
+            pg_admin(f"ALTER DATABASE {self.database} ALLOW_CONNECTIONS false")
             # the timeout makes pg_terminate_backend wait until each backend has exited
-            _pg_admin("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = %s",
+            pg_admin("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = %s",
                       self.database)
 
     def end(self) -> None:
@@ -162,7 +152,7 @@ class Outage:
         if self.kind == "server_down":
             self.forwarder.start()
         else:
-            _pg_admin(f"ALTER DATABASE {self.database} ALLOW_CONNECTIONS true")
+            pg_admin(f"ALTER DATABASE {self.database} ALLOW_CONNECTIONS true")
         self.down = False
 
 

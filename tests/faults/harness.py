@@ -663,6 +663,17 @@ class Case:
 
         return wait_for(check, timeout, interval=0.1, message=message, describe=lambda: self.describe(serials))
 
+    def watch_completed(self, serials: Sequence[str], count: int, bound: float, *, since: float,
+                        what: str) -> tuple[Watch, int]:
+        """Watch until every branch ends; a finding unless all ``count`` completed within ``bound``
+        seconds of ``since``. Returns the watch and how many completed, for the case's figure."""
+        watch = self.watch(serials, bound + 15, since=since)
+        completed = sum(b["status"] == "completed" for b in watch.branches.values())
+        self.check(completed == count, f"{completed}/{count} branches completed ({what}): {watch.tally()}")
+        if watch.complete:
+            self.check_bound(what, watch.slowest, bound)
+        return watch, completed
+
     def watch(self, serials: Sequence[str], timeout: float, *, since: float | None = None,
               done: Callable[[dict], bool] = lambda b: b["status"] not in ACTIVE,
               message: str = "every branch to end", count: int | None = None) -> Watch:

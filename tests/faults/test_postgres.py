@@ -26,11 +26,7 @@ def test_a_fast_restart_while_branches_run_loses_nothing(new_case, platform, fle
     restart_took = time.monotonic() - began
 
     bound = 3.0 + 5.0  # the rest of the sleep, plus slack
-    watch = case.watch([serial], bound + 15, since=began)
-    completed = sum(b["status"] == "completed" for b in watch.branches.values())
-    case.check(completed == 10, f"{completed}/10 branches completed across the restart: {watch.tally()}")
-    if watch.complete:
-        case.check_bound("the branches across a fast restart", watch.slowest, bound)
+    watch, completed = case.watch_completed([serial], 10, bound, since=began, what="across a fast restart")
     case.figure(f"fast restart took {restart_took:.1f} s; {completed}/10 completed {watch.slowest:.1f} s after it "
                 f"began (bound {bound:g} s)")
     case.check_invariants()

@@ -33,11 +33,7 @@ def test_redis_down_at_execute_still_commits_and_every_branch_runs_once_when_it_
     case.record(job, serial)
 
     bound = DISPATCH_GRACE_SECONDS + SWEEP_INTERVAL_SECONDS + 4.0
-    watch = case.watch([serial], bound + 15, since=back)
-    completed = sum(b["status"] == "completed" for b in watch.branches.values())
-    case.check(completed == 10, f"{completed}/10 branches completed: {watch.tally()}")
-    if watch.complete:
-        case.check_bound("the branches after Redis came back", watch.slowest, bound)
+    watch, completed = case.watch_completed([serial], 10, bound, since=back, what="after Redis came back")
     case.figure(f"execute with Redis down -> 201; {completed}/10 completed {watch.slowest:.1f} s after Redis "
                 f"was back (bound {bound:g} s = DISPATCH_GRACE + sweep + 4)")
     case.check_invariants()
@@ -61,11 +57,8 @@ def test_redis_killed_with_branches_queued_runs_every_branch_once_within_seconds
 
     run_time = 30 * 0.5 / 2
     bound = 10.0 + run_time
-    watch = case.watch(serials, bound + 15, since=back)
-    completed = sum(b["status"] == "completed" for b in watch.branches.values())
-    case.check(completed == 30, f"{completed}/30 branches completed: {watch.tally()}")
-    if watch.complete:
-        case.check_bound("the queued branches after Redis came back empty", watch.slowest, bound)
+    watch, completed = case.watch_completed(serials, 30, bound, since=back,
+                                            what="queued when Redis died, after it came back empty")
     case.figure(f"Redis killed with {queued} of 30 branches not started; {completed}/30 completed "
                 f"{watch.slowest:.1f} s after it was back (bound {bound:g} s = 10 + {run_time:g} s of running)")
     case.check_invariants()

@@ -12,7 +12,6 @@ import threading
 from collections.abc import Iterator
 
 import httpx
-import psycopg2
 import pytest
 from werkzeug.serving import make_server
 
@@ -22,25 +21,15 @@ from common.db import Database
 from common.events import LocalEventBus
 from common.migrate import upgrade
 from common.services.users import create_user, update_user
-from tests.conftest import PASSWORD, PG_ADMIN_DSN, make_settings, scratch_database
+from tests.conftest import PASSWORD, make_settings, pg_admin, scratch_database
 from tests.e2e.conftest import EventSocket, ws_url
 from tests.sshd import wait_until
 
 
-def _admin(sql: str, *params) -> None:
-    conn = psycopg2.connect(PG_ADMIN_DSN)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, params)
-    finally:
-        conn.close()
-
-
 def _outage(name: str, down: bool) -> None:
-    _admin(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {'false' if down else 'true'}")
+    pg_admin(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {'false' if down else 'true'}")
     if down:
-        _admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", name)
+        pg_admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", name)
 
 
 @pytest.fixture
