@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from common.db import Database
-from common.services.executions import heartbeat
+from common.services.executions import heartbeat, record_remote_pids
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,19 @@ class HeartbeatMonitor:
                 self._pids[branch_id] = pid
         self._wake.set()
 
-    def beat(self) -> None:
+    def beat(self, *, pids_only: bool = False) -> None:
+        """Mark this process's branches alive and deliver cancels; with ``pids_only`` (woken by a new
+        action, between beats) just write the remote PIDs that arrived."""
         with self._lock:
             running = dict(self._running)
             pids, self._pids = self._pids, {}
-        if not running:
+        if not running or (pids_only and not pids):
             return
         try:
             with self._db.session() as session:
+                if pids_only:
+                    record_remote_pids(session, pids)
+                    return
                 cancelled = heartbeat(session, list(running), pids)
         except BaseException:
             with self._lock:  # written next time, unless a newer value came meanwhile
@@ -63,11 +69,15 @@ class HeartbeatMonitor:
             running[branch_id].set()
 
     def _loop(self) -> None:
+        next_beat = time.monotonic() + self._interval
         while not self._stop.is_set():
-            self._wake.wait(self._interval)
+            woken = self._wake.wait(max(0.0, next_beat - time.monotonic()))
             self._wake.clear()
+            due = time.monotonic() >= next_beat
+            if due:
+                next_beat = time.monotonic() + self._interval
             try:
-                self.beat()
+                self.beat(pids_only=woken and not due)
             except Exception:
                 log.warning("heartbeat failed; retrying", exc_info=True)
 

@@ -265,11 +265,16 @@ def heartbeat(session: Session, branch_ids: list[int], remote_pids: dict[int, in
              .order_by(Branch.id).with_for_update(skip_locked=True))
     session.execute(update(Branch).where(Branch.id.in_(alive)).values(heartbeat_at=utcnow())
                     .execution_options(synchronize_session=False))
-    if remote_pids:
-        session.execute(_SET_REMOTE_PID, [{"b_id": b, "pid": p} for b, p in sorted(remote_pids.items())])
+    record_remote_pids(session, remote_pids or {})
     rows = session.execute(select(Branch.id).join(Execution, Execution.id == Branch.execution_id)
                            .where(Branch.id.in_(branch_ids), Execution.cancel_requested_at.is_not(None)))
     return {r[0] for r in rows}
+
+
+def record_remote_pids(session: Executor, remote_pids: dict[int, int | None]) -> None:
+    """The process group each running branch's action runs as on its target (None: no action runs)."""
+    if remote_pids:
+        session.execute(_SET_REMOTE_PID, [{"b_id": b, "pid": p} for b, p in sorted(remote_pids.items())])
 
 
 def finish_branch(session: Executor, branch_id: int, status: BranchStatus, *, exit_code: int | None = None,
