@@ -20,6 +20,7 @@ class Execution(Base):
               sqlite_where=text("status = 'running'")),
         # read API (migration 0002): analytics by start time and status; serial-prefix search on PostgreSQL
         Index("ix_executions_started_status", "started_at", "status"),
+        Index("ix_executions_retry_of", "retry_of_id"),
         Index("ix_executions_serial_pattern", "execution_serial",
               postgresql_ops={"execution_serial": "varchar_pattern_ops"}).ddl_if(dialect="postgresql"),
     )
@@ -30,7 +31,10 @@ class Execution(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="RESTRICT"))
     execution_number: Mapped[int]
     status: Mapped[str] = mapped_column(String(16))
-    trigger: Mapped[str] = mapped_column(String(16), default="manual")  # manual | schedule
+    trigger: Mapped[str] = mapped_column(String(16), default="manual")  # manual | schedule | retry
+    # the execution whose unfinished branches this one re-runs (migration 0006)
+    retry_of_id: Mapped[int | None] = mapped_column(ForeignKey("executions.id", name="fk_executions_retry_of",
+                                                               ondelete="SET NULL"))
     triggered_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -24,6 +24,7 @@ class Job(Base):
         Index("ix_jobs_created_at", "created_at"),
         Index("ix_jobs_name", "name"),
         Index("ix_jobs_due", "scheduled_at", "schedule_fired_at"),
+        Index("ix_jobs_next_run_at", "next_run_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -35,6 +36,10 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     schedule_fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # a recurring schedule (migration 0006): a cron expression read in its IANA timezone, and its next tick
+    schedule_cron: Mapped[str | None] = mapped_column(String(120))
+    schedule_timezone: Mapped[str | None] = mapped_column(String(64))
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     execution_count: Mapped[int] = mapped_column(default=0)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     # the last writer of its actions or targets: a run on a local target needs an active admin here
