@@ -33,6 +33,14 @@ class Execution(Base):
     status: Mapped[str] = mapped_column(String(16))
     trigger: Mapped[str] = mapped_column(String(16), default="manual")  # manual | schedule | retry
     # the execution whose unfinished branches this one re-runs (migration 0006)
+    # the rollout policy it ran with, why it stopped starting branches, how targets and parameters
+    # were given (migration 0007); secret parameter values are Fernet-encrypted, never returned
+    max_concurrency: Mapped[str | None] = mapped_column(String(16))
+    max_errors: Mapped[str | None] = mapped_column(String(16))
+    stop_reason: Mapped[str | None] = mapped_column(Text)
+    target_selector: Mapped[dict | None] = mapped_column(JSONType)
+    parameters: Mapped[dict] = mapped_column(JSONType, default=dict)
+    secret_parameters: Mapped[str | None] = mapped_column(Text)
     retry_of_id: Mapped[int | None] = mapped_column(ForeignKey("executions.id", name="fk_executions_retry_of",
                                                                ondelete="SET NULL"))
     triggered_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))

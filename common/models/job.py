@@ -40,6 +40,11 @@ class Job(Base):
     schedule_cron: Mapped[str | None] = mapped_column(String(120))
     schedule_timezone: Mapped[str | None] = mapped_column(String(64))
     next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # rollout defaults, a selector instead of target ids, declared parameters (migration 0007)
+    max_concurrency: Mapped[str | None] = mapped_column(String(16))
+    max_errors: Mapped[str | None] = mapped_column(String(16))
+    target_selector: Mapped[dict | None] = mapped_column(JSONType)
+    parameters: Mapped[list] = mapped_column(JSONType, default=list)
     execution_count: Mapped[int] = mapped_column(default=0)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     # the last writer of its actions or targets: a run on a local target needs an active admin here

@@ -31,6 +31,7 @@ class Target(Base):
     tags: Mapped[list] = mapped_column(JSONType, default=list)
     queue: Mapped[str] = mapped_column(String(64), default="default")
     enabled: Mapped[bool] = mapped_column(default=True)
+    max_concurrent_runs: Mapped[int | None]  # branches of any execution at once (None: no limit; 1: exclusive)
     description: Mapped[str | None] = mapped_column(Text)
     host_key: Mapped[str | None] = mapped_column(Text)  # "ssh-ed25519 AAAA..." pinned on first connect
     host_key_fingerprint: Mapped[str | None] = mapped_column(String(128))
