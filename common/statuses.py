@@ -33,6 +33,7 @@ class BranchStatus(StrEnum):
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # never started: its rollout stopped (max_errors spent)
 
 
 class ErrorType(StrEnum):
@@ -46,9 +47,10 @@ class ErrorType(StrEnum):
     CREDENTIAL_NOT_ALLOWED = "credential_not_allowed"
     CONNECTION_LOST = "connection_lost"  # the link to the target died while a command ran
     INTERNAL_ERROR = "internal_error"  # a bug or an infrastructure fault in the worker, not the target
+    ROLLOUT_STOPPED = "rollout_stopped"  # skipped: the execution's error budget was spent
 
 
 BRANCH_TERMINAL = frozenset({BranchStatus.COMPLETED, BranchStatus.FAILED, BranchStatus.TIMED_OUT,
-                             BranchStatus.CANCELLED})
+                             BranchStatus.CANCELLED, BranchStatus.SKIPPED})
 BRANCH_ACTIVE = frozenset({BranchStatus.QUEUED, BranchStatus.RUNNING})
 EXECUTION_TERMINAL = frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED})

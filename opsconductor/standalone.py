@@ -111,5 +111,6 @@ def build(settings: Settings | None = None) -> Embedded:
     events = LocalEventBus()
     runtime = WorkerRuntime(settings, db=db, events=events)
     celery = make_celery(settings, runtime=runtime)
+    runtime.sender = EmbeddedDispatcher(celery).send  # one queue in-process, whatever the target's
     app = create_app(settings, db=db, dispatcher=EmbeddedDispatcher(celery), events=events)
     return Embedded(settings=settings, app=app, celery=celery, runtime=runtime)

@@ -56,10 +56,14 @@ def make_celery(settings: Settings, *, runtime: WorkerRuntime | None = None) -> 
                 if os.environ.get("OPSCONDUCTOR_SKIP_MIGRATE") != "1":
                     upgrade(settings.database_url)  # a worker may start before the web process migrated
                 state["rt"] = WorkerRuntime(settings)
+                state["rt"].sender = send
             return state["rt"]
 
     def send(name: str, items: list[tuple[list, str]]) -> None:
         send_batch(app, name, items)
+
+    if runtime is not None and runtime.sender is None:
+        runtime.sender = send
 
     @app.task(name=RUN_BRANCH, acks_late=True)
     def run_branch(branch_id: int) -> None:

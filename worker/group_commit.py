@@ -21,8 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import Connection
+
 from common.db import Database, retry_on_disconnect, while_unavailable
 from common.services import executions as svc
+from common.services import rollout
+from common.services.dispatch import Send, dispatch_branches
 from common.statuses import BranchStatus
 
 log = logging.getLogger(__name__)
@@ -153,15 +157,22 @@ class _Finish(_Request):
     branch_id: int
     status: BranchStatus
     outcome: dict[str, Any]
+    brakes: rollout.Brakes | None = None
     events: list[svc.Event] = field(default_factory=list, init=False)
 
 
 class Finisher(GroupCommit):
-    def finish(self, branch_id: int, status: BranchStatus, **outcome: Any) -> list[svc.Event]:
+    def __init__(self, db: Database, *, send: Send | None = None, **kwargs: Any):
+        super().__init__(db, **kwargs)
+        self._send = send  # for the held branches a finish releases (rollout limits)
+
+    def finish(self, branch_id: int, status: BranchStatus, *, brakes: rollout.Brakes | None = None,
+               **outcome: Any) -> list[svc.Event]:
         """svc.finish_and_close, shared with whoever finishes at the same time. Returns this
         branch's events (and execution_completed if its execution closed), published already
-        when this finisher was given `publish`."""
-        request = _Finish(branch_id, status, outcome)
+        when this finisher was given `publish`. With ``brakes``, the slot it frees goes to the next
+        held branch and its execution's error budget is checked, in the same batch."""
+        request = _Finish(branch_id, status, outcome, brakes)
         self._submit(request)
         return request.events
 
@@ -175,12 +186,32 @@ class Finisher(GroupCommit):
                 if execution_id is not None:
                     closing[execution_id] = request
             conn.commit()
+            released = self._after_finish(conn, [r for r in batch if r.brakes is not None and r.events])
             for execution_id, request in closing.items():
                 try:
                     request.events += svc.close_when_done(conn, execution_id)
                 except Exception:  # finished and committed; the sweep closes what this could not
                     log.warning("close check failed execution_id=%s", execution_id, exc_info=True)
                     break
+        if released and self._send is not None:
+            dispatch_branches(self._db, self._send, released)
+
+    @staticmethod
+    def _after_finish(conn: Connection, finished: list[_Finish]) -> list[tuple[int, str]]:
+        """Budgets checked and freed slots handed on, committed; a failure leaves it to the sweep."""
+        released: list[tuple[int, str]] = []
+        for request in finished:
+            assert request.brakes is not None
+            try:
+                events, send = rollout.after_finish(conn, request.brakes)
+                conn.commit()
+            except Exception:
+                conn.rollback()
+                log.warning("rollout step failed branch_id=%s; the sweep does it", request.branch_id, exc_info=True)
+                continue
+            request.events += events
+            released += send
+        return released
 
     def _write_one(self, request: _Finish) -> None:
         request.events = svc.finish_and_close(self._db, request.branch_id, request.status, **request.outcome)

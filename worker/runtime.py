@@ -11,6 +11,7 @@ from common.config import Settings
 from common.crypto import SecretBox
 from common.db import Database
 from common.events import make_event_bus, publish_events
+from common.services.dispatch import Send
 from common.services.executions import Event
 from worker.group_commit import Claimer, Finisher, Pinner
 from worker.heartbeat import HeartbeatMonitor
@@ -54,7 +55,14 @@ class WorkerRuntime:
         retry_for = settings.database_retry_seconds
         self.claimer = Claimer(self.db, self.name, publish=self.publish, retry_for=retry_for)
         self.pinner = Pinner(self.db, retry_for=retry_for)
-        self.finisher = Finisher(self.db, publish=self.publish, retry_for=retry_for)
+        self.finisher = Finisher(self.db, publish=self.publish, retry_for=retry_for, send=self.send)
+        self.sender: Send | None = None  # set by the Celery app that runs this runtime's tasks
+
+    def send(self, task_name: str, items: list[tuple[list, str]]) -> None:
+        """Send tasks through the broker of the app this runtime serves (held branches, released)."""
+        if self.sender is None:
+            raise RuntimeError("no broker to send through yet")
+        self.sender(task_name, items)
 
     def publish(self, events: list[Event]) -> None:
         publish_events(self.events, events)

@@ -7,6 +7,7 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
 
 from common.models.base import rfc3339
+from common.services.rollout import check_limit
 
 UTCTime = Annotated[datetime, PlainSerializer(rfc3339, return_type=str, when_used="json")]
 
@@ -82,6 +83,13 @@ class PageOut(BaseModel, Generic[T]):
 
 # a row id in a body: a JSON integer, never `true` or "7" coerced into one
 RowId = Annotated[int, Field(strict=True)]
+
+# rollout limits: a count ("10") or a percentage of the execution's branches ("25%")
+_LIMIT_PATTERN = r"^[0-9]{1,6}%?$"
+ConcurrencyLimit = Annotated[str, Field(pattern=_LIMIT_PATTERN, examples=["10", "25%"]),
+                             AfterValidator(lambda v: check_limit(v, minimum=1))]
+ErrorLimit = Annotated[str, Field(pattern=_LIMIT_PATTERN, examples=["0", "5%"]),
+                       AfterValidator(lambda v: check_limit(v, minimum=0))]
 
 
 # offsets are bounded like page numbers: beyond them the database's row offset overflows (a 500)

@@ -49,6 +49,9 @@ class TargetFields(InModel):
     queue: str = Field("default", pattern=QUEUE)
     enabled: bool = True
     description: str | None = Field(None, max_length=2000)
+    max_concurrent_runs: int | None = Field(
+        None, ge=1, le=10000, strict=True,
+        description="Branches of any execution that may run on it at once (null: no limit; 1: exclusive)")
 
 
 class TargetIn(TargetFields):
@@ -67,6 +70,7 @@ class TargetUpdate(InModel):
     queue: str = Omittable(pattern=QUEUE)
     enabled: bool = Omittable()
     description: str | None = Field(None, max_length=2000)
+    max_concurrent_runs: int | None = Field(None, ge=1, le=10000, strict=True)
 
 
 class TargetOut(OutModel):
@@ -83,6 +87,7 @@ class TargetOut(OutModel):
     queue: str
     enabled: bool
     description: str | None
+    max_concurrent_runs: int | None = None
     host_key_fingerprint: str | None
     created_at: UTCTime
     updated_at: UTCTime
