@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -173,4 +174,48 @@ def test_scheduled_job_runs_by_itself(processes, workdir):
         assert fired_job["execution_count"] == 1, fired_job
     finally:
         api.close()
+    stop_cleanly(proc)
+
+
+def test_rollout_brakes_work_in_the_embedded_default(processes, workdir):
+    """max_concurrency, max_errors and an exclusive target, on the in-process worker and transport."""
+    proc, base_url = start_standalone(processes, workdir, "standalone-rollout")
+    api = Api(base_url)
+    log = Path(f"/tmp/opsc-embedded-rollout-{os.getpid()}-{time.monotonic_ns()}.log")  # local commands run as nobody
+    try:
+        api.login(*printed_admin(proc))
+        targets = [api.post("/api/targets", {"name": f"local-{i}", "connection": "local"}) for i in range(6)]
+        script = f'echo "start $(date +%s.%N) $$" >> {log}; sleep 0.3; echo "end $(date +%s.%N) $$" >> {log}'
+        job = api.post("/api/jobs", {"name": "rollout", "target_ids": [t["id"] for t in targets],
+                                     "actions": [{"action_type": "command", "action_name": "step",
+                                                  "action_parameters": {"command": script}}]})
+        log.touch()
+        log.chmod(0o666)
+        execution = api.post(f"/api/jobs/{job['id']}/execute", {"max_concurrency": "2"})
+        done = api.wait_execution_done(execution["execution_serial"], timeout=30)
+        assert done["status"] == "completed", done
+        spans, starts = [], {}
+        for line in log.read_text().splitlines():
+            kind, moment, pid = line.split()
+            if kind == "start":
+                starts[pid] = float(moment)
+            else:
+                spans.append((starts.pop(pid), float(moment)))
+        edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+        running, most = 0, 0
+        for _, step in edges:
+            running += step
+            most = max(most, running)
+        assert len(spans) == 6 and most == 2, spans
+
+        failing = api.post("/api/jobs", {"name": "failing", "target_ids": [t["id"] for t in targets],
+                                         "actions": [{"action_type": "command", "action_name": "fail",
+                                                      "action_parameters": {"command": "exit 3"}}]})
+        stopped = api.post(f"/api/jobs/{failing['id']}/execute", {"max_concurrency": "1", "max_errors": "1"})
+        done = api.wait_execution_done(stopped["execution_serial"], timeout=30)
+        assert done["status"] == "failed" and "rollout stopped" in done["stop_reason"], done
+        assert sorted(b["status"] for b in done["branches"]) == ["failed"] * 2 + ["skipped"] * 4, done
+    finally:
+        api.close()
+        log.unlink(missing_ok=True)
     stop_cleanly(proc)
