@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from common.db import while_unavailable
 from common.hostkeys import fingerprint
 from common.services import executions as svc
+from common.services.parameters import environment
 from common.statuses import BranchStatus, ErrorType
 from worker.runners.base import ConnectError, ConnectionSpec, Session, StepResult
 from worker.runners.output import OutputCollector
@@ -52,7 +53,7 @@ def run_branch(rt: WorkerRuntime, branch_id: int) -> str | None:
     rt.finisher.finish(
         branch_id, outcome.status, exit_code=outcome.exit_code, error_type=outcome.error_type,
         result_output=_joined(outcome.stdout, cap), result_error=_joined(outcome.stderr, cap),
-        last_step=outcome.last_step, started_at=work.started_at)
+        last_step=outcome.last_step, started_at=work.started_at, brakes=work.brakes)
     log.info("branch finished %s status=%s exit_code=%s", context, outcome.status, outcome.exit_code)
     if crash is not None:
         raise crash
@@ -147,6 +148,8 @@ def _run_action(rt: WorkerRuntime, target: Session, action: dict, cancel: thread
     params = action["parameters"]
     timeout = action["timeout_seconds"] or rt.settings.default_action_timeout
     branch_id = work.branch_id
+    # the execution's parameters reach the action as OC_PARAM_* variables, never as command text
+    env = environment(rt.box, work.parameters, work.secret_parameters) or None
 
     def started(pid: int) -> None:
         if work.connection != "local":  # a local group dies with its worker's host, or is no one's to kill
@@ -155,8 +158,8 @@ def _run_action(rt: WorkerRuntime, target: Session, action: dict, cancel: thread
     try:
         if action["action_type"] == "script":
             return target.run(params.get("interpreter") or DEFAULT_INTERPRETER, stdin=params["script"].encode(),
-                              timeout=timeout, cancel=cancel, on_start=started)
-        return target.run(params["command"], timeout=timeout, cancel=cancel, on_start=started)
+                              timeout=timeout, cancel=cancel, on_start=started, env=env)
+        return target.run(params["command"], timeout=timeout, cancel=cancel, on_start=started, env=env)
     finally:
         rt.heartbeats.remote_pid(branch_id, None)
 

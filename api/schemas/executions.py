@@ -1,13 +1,40 @@
 """Executions and branches, shaped as in the reference."""
 from __future__ import annotations
 
+from typing import Any, ClassVar, Literal
+
 from pydantic import Field
 
-from api.schemas.base import InModel, OutModel, RowId, UTCTime
+from api.schemas.base import ConcurrencyLimit, ErrorLimit, InModel, OutModel, RowId, UTCTime
+from api.schemas.jobs import ParameterName, ParameterValue, TargetSelector, TargetSelectorOut
 
 
 class ExecuteIn(InModel):
     target_ids: list[RowId] | None = Field(None, min_length=1, max_length=10000)
+    max_concurrency: ConcurrencyLimit | None = Field(
+        None, description="At most this many branches run at once (a count or a percentage of the branches, "
+                          "rounded up); the next starts as one ends. Default: the job's, else no limit")
+    max_errors: ErrorLimit | None = Field(
+        None, description="Once more branches than this have failed or timed out (a count or a percentage, "
+                          "rounded down), no new branch starts: queued ones end skipped. Default: the job's")
+    target_selector: TargetSelector | None = Field(
+        None, description="Run on the live, enabled targets this selects instead of the job's targets; not with "
+                          "target_ids; a 422 when it selects none")
+    parameters: dict[ParameterName, ParameterValue] | None = Field(
+        None, max_length=100, description="Values for the job's declared parameters (strings); the actions see "
+                                          "each as the environment variable OC_PARAM_<NAME>")
+
+    # its parameters may be secrets: a 422 names the field and never echoes a value
+    secret_bearing: ClassVar[bool] = True
+
+    def selector(self) -> dict[str, Any] | None:
+        return None if self.target_selector is None else self.target_selector.model_dump()
+
+
+class RetryIn(InModel):
+    only: Literal["failed", "all"] = Field(
+        "failed", description="`failed`: the targets whose branches did not complete (failed, timed out, cancelled, "
+                              "skipped, worker lost); `all`: every target of the execution")
 
 
 class StepOut(OutModel):
@@ -71,6 +98,17 @@ class ExecutionOut(OutModel):
     started_at: UTCTime
     completed_at: UTCTime | None
     branches: list[BranchOut]
+    max_concurrency: str | None = Field(None, description="The rollout's concurrency limit as given")
+    max_errors: str | None = Field(None, description="The rollout's error budget as given")
+    stop_reason: str | None = Field(None, description="Why the rollout stopped starting branches (null: it did not)")
+    target_selector: TargetSelectorOut | None = Field(
+        None, description="The selector its targets were chosen by (null: chosen by id)")
+    parameters: dict[str, str] = Field(
+        default_factory=dict, description="The parameter values it runs with; a secret one shows as `****`")
+    retry_of: str | None = Field(validation_alias="retry_of_serial",
+                                 description="The execution this one retries (trigger `retry`), by serial")
+    retries: list[str] = Field(validation_alias="retry_serials",
+                               description="The retries of this execution, by serial, oldest first")
 
 
 class ExecutionDetailOut(ExecutionOut):

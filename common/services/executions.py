@@ -8,17 +8,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, bindparam, func, insert, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import Connection, Table, and_, bindparam, case, func, insert, select, update
+from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
-from common import serials
+from common import cron, serials
+from common.crypto import SecretBox
 from common.db import Database
 from common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from common.models import Branch, BranchStep, Credential, Execution, Job, Target, User, utcnow
 from common.models.base import rfc3339
-from common.services import access
+from common.services import access, rollout
 from common.services.jobs import resolve_targets
+from common.services.parameters import bind as bind_parameters
+from common.services.parameters import seal as seal_parameters
 from common.services.refs import job_by_ref
+from common.services.selectors import clean as clean_selector
+from common.services.selectors import select_targets
 from common.statuses import BRANCH_ACTIVE, BranchStatus, ErrorType, ExecutionStatus, JobStatus, Role
 
 log = logging.getLogger(__name__)
@@ -38,7 +44,7 @@ def execution_started_event(execution: Execution, job_serial: str) -> Event:
                                   "branch_count": len(execution.branches)})
 
 
-def _branch_completed(branch_serial: str, target_serial_ref: str, status: str, exit_code: int | None,
+def branch_completed(branch_serial: str, target_serial_ref: str, status: str, exit_code: int | None,
                       error_type: str | None, completed_at: datetime, duration: float | None) -> Event:
     return ("branch_completed", {"branch_serial": branch_serial, "execution_serial": branch_serial.rsplit(".", 1)[0],
                                  "job_serial": branch_serial.split(".")[0], "target_serial_ref": target_serial_ref,
@@ -50,12 +56,18 @@ def _branch_completed(branch_serial: str, target_serial_ref: str, status: str, e
 # ---- start ---------------------------------------------------------------------------------------
 
 def start_execution(session: Session, job: Job, *, role: str, target_ids: list[int] | None = None,
-                    trigger: str = "manual", user_id: int | None = None) -> Execution:
+                    trigger: str = "manual", user_id: int | None = None, max_concurrency: str | None = None,
+                    max_errors: str | None = None, actions: list[dict[str, Any]] | None = None,
+                    retry_of: Execution | None = None, target_selector: dict[str, Any] | None = None,
+                    parameters: dict[str, str] | None = None, box: SecretBox | None = None) -> Execution:
     """Create the execution and one queued branch per target in the caller's transaction. `role` is
-    the one acting: the user who executes, or for a scheduled firing the job's last writer."""
+    the one acting: the user who executes, or for a scheduled firing the job's last writer. `actions`:
+    a snapshot to run instead of the job's actions (a retry runs its parent's, `retry_of`).
+    `target_ids` or `target_selector` (not both) override the job's; `parameters` are bound to the job's
+    declarations, secrets sealed with `box`; a retry without `parameters` runs with its parent's values."""
     if job.archived_at is not None:
         raise Conflict("Job is archived and cannot run", {"job_serial": job.job_serial})
-    ids = target_ids if target_ids is not None else job.target_ids
+    ids, selector = _chosen_targets(session, job, target_ids, target_selector)
     if not ids:
         raise ValidationFailed("No targets: give target_ids or set them on the job", {"field": "target_ids"})
     targets = resolve_targets(session, ids)
@@ -66,28 +78,83 @@ def start_execution(session: Session, job: Job, *, role: str, target_ids: list[i
         raise Forbidden("This job's actions were last written by someone who is not an active administrator; "
                         "an administrator must save its actions before it may run on local targets",
                         {"field": "target_ids", "targets": local, "job_serial": job.job_serial})
+    if local and actions is not None and actions != action_snapshot(job):
+        # the last writer vouches for the job's actions as they are now, not for an older snapshot
+        raise Forbidden("This would run an earlier version of the job's actions on local targets, which no active "
+                        "administrator has vouched for; execute the job instead",
+                        {"field": "target_ids", "targets": local, "job_serial": job.job_serial})
     disabled = [t.id for t in targets if not t.enabled]
     if disabled:
         raise ValidationFailed("Disabled targets cannot run", {"field": "target_ids", "received": disabled})
+    if retry_of is not None and parameters is None:
+        shown_parameters, secret_parameters = dict(retry_of.parameters or {}), retry_of.secret_parameters
+    else:
+        shown_parameters, secret_parameters = seal_parameters(box, *bind_parameters(job.parameters or [], parameters))
     number = session.execute(
         update(Job).where(Job.id == job.id).values(execution_count=Job.execution_count + 1, status=JobStatus.RUNNING,
                                                    updated_at=utcnow())
         .returning(Job.execution_count)).scalar_one()
     now = utcnow()
     execution_serial = serials.execution_serial(job.job_serial, number)
-    actions = [{"position": a.position, "action_type": a.action_type, "action_name": a.action_name,
-                "parameters": dict(a.action_parameters), "timeout_seconds": a.timeout_seconds,
-                "continue_on_error": a.continue_on_error} for a in job.actions]
+    if actions is None:
+        actions = action_snapshot(job)
+    concurrency = max_concurrency if max_concurrency is not None else job.max_concurrency
     execution = Execution(
+        target_selector=selector, parameters=shown_parameters, secret_parameters=secret_parameters,
+        max_concurrency=concurrency, max_errors=max_errors if max_errors is not None else job.max_errors,
         job_id=job.id, execution_number=number, actions=actions, status=ExecutionStatus.RUNNING, trigger=trigger,
-        triggered_by=user_id, started_at=now, execution_serial=execution_serial,
+        triggered_by=user_id, started_at=now, execution_serial=execution_serial, retry_of=retry_of, retries=[],
         branches=[Branch(branch_number=i, target_id=t.id, target_serial_ref=t.target_serial, queue=t.queue,
-                         status=BranchStatus.QUEUED, queued_at=now, dispatched_at=now,
+                         status=BranchStatus.QUEUED, queued_at=now,
+                         dispatched_at=None if rollout.held_at_start(concurrency, t.max_concurrent_runs) else now,
                          branch_serial=serials.branch_serial(execution_serial, i))
                   for i, t in enumerate(targets, start=1)])
     session.add(execution)
     session.flush()
+    _release_held(session, execution, targets)
     return execution
+
+
+def _release_held(session: Session, execution: Execution, targets: list[Target]) -> None:
+    """The first branches of a limited execution, or on limited targets, go now; the rest wait."""
+    conn = session.connection()
+    released: set[int] = set()
+    if execution.max_concurrency is not None:  # target limits are then checked at claim time
+        released |= {branch_id for branch_id, _ in rollout.release(conn, execution_id=execution.id)}
+    else:
+        for target_id in sorted({t.id for t in targets if t.max_concurrent_runs is not None}):
+            released |= {b for b, _ in rollout.release(conn, target_id=target_id, execution_id=execution.id)}
+    now = utcnow()
+    for branch in execution.branches:  # the release's own UPDATE set it in the database
+        if branch.id in released:
+            set_committed_value(branch, "dispatched_at", now)
+
+
+def dispatchable(execution: Execution) -> list[tuple[int, str]]:
+    """The (branch id, queue) pairs to send after the execution's commit: those not held by a limit."""
+    return [(b.id, b.queue) for b in execution.branches if b.dispatched_at is not None]
+
+
+def action_snapshot(job: Job) -> list[dict[str, Any]]:
+    """The job's actions as an execution keeps them (executions.actions)."""
+    return [{"position": a.position, "action_type": a.action_type, "action_name": a.action_name,
+             "parameters": dict(a.action_parameters), "timeout_seconds": a.timeout_seconds,
+             "continue_on_error": a.continue_on_error} for a in job.actions]
+
+
+def _chosen_targets(session: Session, job: Job, target_ids: list[int] | None,
+                    target_selector: dict[str, Any] | None) -> tuple[list[int], dict[str, Any] | None]:
+    """The ids to run on and the selector they came from (None for ids): the caller's choice over the
+    job's. A selector becomes ids here, so the rules on ids (local targets, disabled) apply to both."""
+    if target_ids is not None and target_selector is not None:
+        raise ValidationFailed("Give target_ids or target_selector, not both",
+                               {"field": "target_selector", "target_ids": target_ids})
+    if target_ids is not None:
+        return target_ids, None
+    selector = clean_selector(target_selector if target_selector is not None else job.target_selector)
+    if selector is None:
+        return job.target_ids, None
+    return [t.id for t in select_targets(session, selector)], selector
 
 
 def _role_of(session: Session, user_id: int | None) -> str | None:
@@ -102,9 +169,14 @@ def execute_job(session: Session, job_ref: str, **kwargs) -> tuple[Execution, li
     return execution, [execution_started_event(execution, job.job_serial)]
 
 
+# what a read shape shows of retries (retry_of, retries): loaded with the execution, no statement of their own
+RETRY_LINKS = (joinedload(Execution.retry_of).raiseload("*"), joinedload(Execution.retries).raiseload("*"))
+
+
 def load_execution(session: Session, execution_id: int) -> Execution | None:
     return session.scalar(select(Execution).where(Execution.id == execution_id)
-                          .options(selectinload(Execution.branches)).execution_options(populate_existing=True))
+                          .options(selectinload(Execution.branches), *RETRY_LINKS)
+                          .execution_options(populate_existing=True))
 
 
 def set_dispatched(session: Session, branch_ids: list[int], when: datetime | None) -> None:
@@ -157,6 +229,10 @@ class ClaimedBranch:
     credential: ClaimedCredential | None
     started_at: datetime
     actions: list[dict[str, Any]] = field(default_factory=list)
+    brakes: rollout.Brakes | None = None  # what its finish must release or check (None: no limits)
+    # the execution's parameter values: secrets masked here, their values still one encrypted token
+    parameters: dict[str, str] = field(default_factory=dict)
+    secret_parameters: str | None = field(default=None, repr=False)
 
 
 # The per-branch hot path (claim, record, finish) runs thousands of times a second at full fan-out:
@@ -174,7 +250,9 @@ _LOAD = (select(_b.c.id.label("branch_id"), _b.c.branch_serial, _b.c.target_seri
                 _E.c.execution_serial, _E.c.actions, _T.c.id.label("target_id"), _T.c.target_serial, _T.c.connection,
                 _T.c.ip_address, _T.c.hostname, _T.c.port, _T.c.host_key, _T.c.credential_grant,
                 _C.c.id.label("cred_id"), _C.c.username, _C.c.auth_type, _C.c.secret_encrypted,
-                _C.c.passphrase_encrypted, _C.c.version, _C.c.allowed_hosts)
+                _C.c.passphrase_encrypted, _C.c.version, _C.c.allowed_hosts, _b.c.execution_id,
+                _E.c.max_concurrency, _E.c.max_errors, _T.c.max_concurrent_runs,
+                _E.c.parameters, _E.c.secret_parameters)
          .select_from(_b.join(_E, _E.c.id == _b.c.execution_id).join(_T, _T.c.id == _b.c.target_id)
                       .outerjoin(_C, _C.c.id == _T.c.credential_id))
          .where(_b.c.id.in_(bindparam("b_ids", expanding=True))))
@@ -224,9 +302,25 @@ def claim_branches(session: Executor, branch_ids: list[int], worker: str
     if _dialect(session) == "postgresql":
         rows = session.execute(_CLAIM_AND_LOAD, params).all()
     else:
-        claimed = [r.id for r in session.execute(_CLAIM, params)]
-        rows = session.execute(_LOAD, {"b_ids": claimed}).all() if claimed else []
-    return {row.branch_id: _claimed(row, now) for row in rows}
+        ids = [r.id for r in session.execute(_CLAIM, params)]
+        rows = session.execute(_LOAD, {"b_ids": ids}).all() if ids else []
+    claimed = {row.branch_id: _claimed(row, now) for row in rows}
+    limited = [work.brakes for work, _ in claimed.values() if work.brakes is not None]
+    if limited:  # a claim past a limit is undone: the branch waits for the next free slot
+        conn = session if isinstance(session, Connection) else session.connection()
+        over = rollout.over_limits(conn, limited)
+        for branch_id in over:
+            del claimed[branch_id]
+        rollout.hold_again(conn, over)
+    return claimed
+
+
+def _brakes(row: Any) -> rollout.Brakes | None:
+    execution_limited = row.max_concurrency is not None or row.max_errors is not None
+    if not execution_limited and row.max_concurrent_runs is None:
+        return None
+    return rollout.Brakes(execution_id=row.execution_id, target_id=row.target_id, branch_id=row.branch_id,
+                          execution_limited=execution_limited, target_limited=row.max_concurrent_runs is not None)
 
 
 def _claimed(row: Any, now: datetime) -> tuple[ClaimedBranch, list[Event]]:
@@ -239,7 +333,8 @@ def _claimed(row: Any, now: datetime) -> tuple[ClaimedBranch, list[Event]]:
             secret_encrypted=row.secret_encrypted, passphrase_encrypted=row.passphrase_encrypted,
             version=f"{row.cred_id}:{row.version}", allowed_hosts=list(row.allowed_hosts or []),
             grant=row.credential_grant),
-        started_at=now, actions=row.actions)
+        started_at=now, actions=row.actions, brakes=_brakes(row), parameters=dict(row.parameters or {}),
+        secret_parameters=row.secret_parameters)
     return work, [("branch_started", {
         "branch_serial": row.branch_serial, "execution_serial": row.execution_serial,
         "job_serial": row.execution_serial.split(".")[0], "target_serial_ref": row.target_serial_ref,
@@ -296,7 +391,7 @@ def finish_branch(session: Executor, branch_id: int, status: BranchStatus, *, ex
         return [], None
     if last_step is not None:
         record_step(session, branch_id, last_step)
-    return [_branch_completed(row.branch_serial, row.target_serial_ref, status, exit_code, error_type, now,
+    return [branch_completed(row.branch_serial, row.target_serial_ref, status, exit_code, error_type, now,
                               duration)], row.execution_id
 
 
@@ -327,7 +422,10 @@ def close_if_done(session: Executor, execution_id: int) -> list[Event]:
     job_serial, latest = session.execute(select(Job.job_serial, Job.execution_count)
                                          .where(Job.id == closed.job_id)).one()
     if latest == closed.execution_number:
-        session.execute(update(Job).where(Job.id == closed.job_id).values(status=status.value)
+        # a live cron job goes back to waiting for its next tick; its executions keep the outcome
+        waiting = case((and_(Job.schedule_cron.is_not(None), Job.archived_at.is_(None)), str(JobStatus.SCHEDULED)),
+                       else_=status.value)
+        session.execute(update(Job).where(Job.id == closed.job_id).values(status=waiting)
                         .execution_options(synchronize_session=False))
     return [("execution_completed", {
         "execution_serial": closed.execution_serial, "job_serial": job_serial, "status": str(status),
@@ -391,7 +489,7 @@ def cancel_execution(session: Session, execution_serial: str) -> tuple[Execution
         .execution_options(synchronize_session=False)).all()
     session.execute(update(Execution).where(Execution.id == execution.id, Execution.cancel_requested_at.is_(None))
                     .values(cancel_requested_at=now).execution_options(synchronize_session=False))
-    return execution, [_branch_completed(serial, target, BranchStatus.CANCELLED, None, ErrorType.CANCELLED, now, None)
+    return execution, [branch_completed(serial, target, BranchStatus.CANCELLED, None, ErrorType.CANCELLED, now, None)
                        for serial, target in sorted(cancelled)]
 
 
@@ -405,10 +503,13 @@ def branches_to_dispatch(session: Session, *, grace: timedelta, redispatch_after
     is harmless: the claim lets only one run."""
     now = utcnow()
     cutoff = sent_before or now - redispatch_after
+    held = select(Execution.id).where(Execution.id == Branch.execution_id, Execution.max_concurrency.is_not(None)) \
+        .exists() | select(Target.id).where(Target.id == Branch.target_id, Target.max_concurrent_runs.is_not(None)) \
+        .exists()  # an unsent branch under a limit waits for its release, not for the grace period
     rows = session.execute(
         select(Branch.id, Branch.queue).where(
             Branch.status == BranchStatus.QUEUED,
-            ((Branch.dispatched_at.is_(None)) & (Branch.queued_at < now - grace))
+            ((Branch.dispatched_at.is_(None)) & (Branch.queued_at < now - grace) & ~held)
             | (Branch.dispatched_at < cutoff))
         .order_by(Branch.queued_at).limit(limit)).all()
     return [(r[0], r[1]) for r in rows]
@@ -475,7 +576,13 @@ def fire_scheduled_job(session: Session, job_id: int) -> tuple[Execution | None,
                           .values(schedule_fired_at=now)).rowcount  # type: ignore[attr-defined]
     if not won:
         return None, []
-    job = session.get_one(Job, job_id, populate_existing=True)  # the update above just matched its row
+    return _start_scheduled(session, job_id)
+
+
+def _start_scheduled(session: Session, job_id: int) -> tuple[Execution | None, list[Event]]:
+    """Start the run of a firing this scheduler just won (by a conditional update in this transaction). A
+    job that cannot start (no live enabled targets, no authority) shows `failed`; the firing stays spent."""
+    job = session.get_one(Job, job_id, populate_existing=True)  # the update that won just matched its row
     try:
         with session.begin_nested():  # a firing acts on the authority of whoever last wrote the job's actions
             execution = start_execution(session, job, role=_role_of(session, job.updated_by) or Role.VIEWER,
@@ -485,3 +592,35 @@ def fire_scheduled_job(session: Session, job_id: int) -> tuple[Execution | None,
         job.status = JobStatus.FAILED
         return None, []
     return execution, [execution_started_event(execution, job.job_serial)]
+
+
+@dataclass(frozen=True)
+class CronTick:
+    """A cron job found due, with the schedule and tick as read: its firing is conditional on them."""
+
+    job_id: int
+    cron: str
+    timezone: str
+    next_run_at: datetime
+
+
+def due_cron_jobs(session: Session, now: datetime, limit: int = 100) -> list[CronTick]:
+    rows = session.execute(select(Job.id, Job.schedule_cron, Job.schedule_timezone, Job.next_run_at)
+                           .where(Job.next_run_at <= now, Job.schedule_cron.is_not(None), Job.archived_at.is_(None))
+                           .order_by(Job.next_run_at).limit(limit))
+    return [CronTick(r.id, r.schedule_cron, r.schedule_timezone or cron.DEFAULT_TIMEZONE, r.next_run_at) for r in rows]
+
+
+def fire_cron_job(session: Session, tick: CronTick) -> tuple[Execution | None, list[Event]]:
+    """Run a due cron job once for this tick. Moving next_run_at on from the value read, by one
+    conditional update in the transaction that starts the run, lets exactly one scheduler win; the
+    next tick is the first after now, so ticks missed while the platform was down fire once, not each."""
+    now = utcnow()
+    following = cron.next_tick(tick.cron, tick.timezone, now)
+    won = session.execute(update(Job).where(and_(
+        Job.id == tick.job_id, Job.next_run_at == tick.next_run_at, Job.schedule_cron == tick.cron,
+        Job.schedule_timezone == tick.timezone, Job.archived_at.is_(None)))
+        .values(next_run_at=following)).rowcount  # type: ignore[attr-defined]
+    if not won:
+        return None, []
+    return _start_scheduled(session, tick.job_id)

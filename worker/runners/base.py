@@ -81,8 +81,12 @@ class Session(Protocol):
         timeout: float | None = None,
         cancel: threading.Event | None = None,
         on_start: Callable[[int], None] | None = None,
+        env: dict[str, str] | None = None,
     ) -> StepResult:
         """Run one command to its end, its timeout or a cancel.
+
+        ``env``: variables added to the command's environment (job parameters, OC_PARAM_*). They reach
+        it as data, never as command text, so no value can be read as shell syntax.
 
         ``on_start`` is called at most once, with the PID of the command's process group leader
         as soon as it is known, from the calling thread: the group outlives a worker that dies,

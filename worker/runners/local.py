@@ -211,6 +211,7 @@ class LocalSession:
         timeout: float | None = None,
         cancel: threading.Event | None = None,
         on_start: Callable[[int], None] | None = None,  # not called: only a remote group is killed by PID later
+        env: dict[str, str] | None = None,
     ) -> StepResult:
         deadline = time.monotonic() + timeout if timeout is not None else None
         recorder = StepRecorder(self._runner.output_cap)
@@ -222,6 +223,10 @@ class LocalSession:
             prefix, popen_args = self._launcher()
         except OSError as exc:
             return result(None, "command_failed", f"cannot make a home for the command: {exc}")
+        if env:  # added after the worker's secrets were scrubbed (worker/runtime.py): a parameter is the job's own
+            base = popen_args.get("env")
+            popen_args = {**popen_args, "env": {**(os.environb if base is None else base),
+                                                **{os.fsencode(k): os.fsencode(v) for k, v in env.items()}}}
         try:
             proc = subprocess.Popen(
                 [*prefix, self._runner.shell, "-c", command],

@@ -8,7 +8,9 @@ would leave ``sleep 3600`` running on the target. Output is read from both strea
 """
 from __future__ import annotations
 
+import base64
 import logging
+import re
 import secrets
 import selectors
 import threading
@@ -84,6 +86,30 @@ class _PidMarker:
         out = bytes(self._buf)
         self._buf.clear()
         return out
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def environment_preamble(env: dict[str, str]) -> tuple[str, bytes]:
+    """Shell lines that set and export each variable from a line of stdin, and those stdin lines.
+
+    sshd drops client-sent variables unless its AcceptEnv names them, so the values travel on stdin, as
+    data the shell reads, never as text it parses: each is one base64 line (no quote, newline or `$`
+    left to interpret) read by `read -r` (shells read a pipe byte by byte, so the rest of stdin is left
+    for the command: a script action's script) and decoded by `base64 -d`. The `x` keeps trailing
+    newlines that command substitution would strip. Names are checked identifiers, the only text spliced.
+    """
+    lines: list[str] = []
+    data = bytearray()
+    for name in sorted(env):
+        if not _ENV_NAME.fullmatch(name):
+            raise ValueError(f"not an environment variable name: {name!r}")
+        failed = f'{{ echo "opsconductor: cannot read {name} from stdin (base64 missing?)" >&2; exit 97; }}'
+        lines.append(f'IFS= read -r {name} && {name}=$(printf %s "${name}" | base64 -d && printf x) || {failed}\n'
+                     f'{name}="${{{name}%x}}"; export {name}\n')
+        data += base64.b64encode(env[name].encode("utf-8", "surrogateescape")) + b"\n"
+    return "".join(lines), bytes(data)
 
 
 def _write_stdin(chan: paramiko.Channel, data: bytes) -> None:
@@ -256,13 +282,17 @@ class SSHSession:
             raise ConnectError(ErrorType.UNREACHABLE, f"cannot open a channel on {self._where}: {exc}") from exc
 
     def _start(self, command: str, stdin: bytes | None, recorder: StepRecorder,
-               on_start: Callable[[int], None] | None) -> _RemoteCommand:
+               on_start: Callable[[int], None] | None, env: dict[str, str] | None = None) -> _RemoteCommand:
         """Open a channel and exec the wrapped command; raises ConnectError when it never ran."""
+        preamble = ""
+        if env:
+            preamble, values = environment_preamble(env)
+            stdin = values + (stdin or b"")
         chan = self._open_channel()
         marker = f"__OPSC_{secrets.token_hex(8)}_PID="
         # The first line runs before the rest is even parsed, so the PID arrives first whatever
         # the command contains; `$$` is the shell sshd made a session/group leader.
-        wrapped = f"echo {marker}$$\n{command}"
+        wrapped = f"echo {marker}$$\n{preamble}{command}"
         writer: threading.Thread | None = None
         try:
             chan.exec_command(wrapped)
@@ -286,6 +316,7 @@ class SSHSession:
         timeout: float | None = None,
         cancel: threading.Event | None = None,
         on_start: Callable[[int], None] | None = None,
+        env: dict[str, str] | None = None,
     ) -> StepResult:
         """Run ``command`` to its end, its timeout, a cancel or the loss of the link.
 
@@ -298,7 +329,7 @@ class SSHSession:
         if cancel is not None and cancel.is_set():
             return recorder.result(None, ErrorType.CANCELLED, "cancelled before the command started")
         try:
-            started = self._start(command, stdin, recorder, on_start)
+            started = self._start(command, stdin, recorder, on_start, env)
         except ConnectError as exc:
             return recorder.result(None, exc.error_type, exc.message)
         try:
