@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import accumulate
@@ -71,6 +72,7 @@ class EndpointSpec:
     refresh: bool = False
     optional_body: bool = False
     errors: tuple[int, ...] = ()
+    idempotent: bool = False  # takes an Idempotency-Key header, passed to the view as `idempotency_key`
 
 
 def _nul_path(value: Any, path: str) -> str | None:
@@ -157,6 +159,25 @@ def _parse_query(model: type[BaseModel]) -> BaseModel:
         raise ApiError(400, "Invalid query parameters", pydantic_details(exc, location="query")) from exc
 
 
+IDEMPOTENCY_KEY = "Idempotency-Key"
+# 1-255 printable ASCII characters; no space at either end, where HTTP would strip it and merge two keys
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~](?:[ -~]{0,253}[!-~])?$"
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+
+
+def _idempotency_key() -> str | None:
+    values = request.headers.getlist(IDEMPOTENCY_KEY)
+    if not values:
+        return None
+    if len(values) > 1 or not _IDEMPOTENCY_KEY.match(values[0]):
+        details: dict[str, Any] = {"field": IDEMPOTENCY_KEY, "location": "header",
+                                   "expected_format": "1 to 255 printable ASCII characters, no space at either end"}
+        if len(values) == 1:
+            details["received"] = values[0][:256]
+        raise ApiError(422, f"Invalid {IDEMPOTENCY_KEY} header", details, "validation_error")
+    return values[0]
+
+
 def _serialize(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
@@ -165,12 +186,14 @@ def _serialize(value: Any) -> Any:
 
 def endpoint(summary: str, *, body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
              response: Any = None, status: int = 200, roles: Iterable[str] | None = None, auth: bool = True,
-             refresh: bool = False, optional_body: bool = False, errors: Iterable[int] = ()) -> Callable:
+             refresh: bool = False, optional_body: bool = False, errors: Iterable[int] = (),
+             idempotent: bool = False) -> Callable:
     """Wrap a view: authenticate, check the role, parse `body`/`query` into models passed as kwargs,
-    and serialize the returned model with `status`."""
+    and serialize the returned model with `status`. `idempotent`: the view also gets `idempotency_key`,
+    the request's valid Idempotency-Key header or None."""
     spec = EndpointSpec(summary=summary, body=body, query=query, response=response, status=status,
                         roles=frozenset(roles) if roles else None, auth=auth, refresh=refresh,
-                        optional_body=optional_body, errors=tuple(errors))
+                        optional_body=optional_body, errors=tuple(errors), idempotent=idempotent)
 
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
@@ -180,6 +203,8 @@ def endpoint(summary: str, *, body: type[BaseModel] | None = None, query: type[B
                 if spec.roles is not None and current_user.role not in spec.roles:
                     raise ApiError(403, "Your role may not do this",
                                    {"role": current_user.role, "required": sorted(spec.roles)})
+            if spec.idempotent:
+                kwargs["idempotency_key"] = _idempotency_key()
             if spec.query is not None:
                 kwargs["query"] = _parse_query(spec.query)
             if spec.body is not None:

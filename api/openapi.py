@@ -14,6 +14,7 @@ from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 from pydantic_core import core_schema
 from werkzeug.http import HTTP_STATUS_CODES
 
+from api.endpoint import IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_PATTERN
 from api.errors import HTTP_CODES
 from api.schemas.base import ErrorOut
 
@@ -121,12 +122,19 @@ def _job(schema: dict[str, Any], props: dict[str, Any]) -> None:
     if "scheduled_at" in props:
         props["scheduled_at"]["description"] = ("A time in the future, before 2101: the job then runs once by itself "
                                                 "at that time (it needs targets)")
+    if "schedule" in props:
+        props["schedule"]["description"] = ("A recurring schedule: the job runs by itself at every tick, one run per "
+                                            "tick (it needs targets); null removes it. A job has a pending "
+                                            "scheduled_at or a schedule, not both")
+    if {"scheduled_at", "schedule"} <= props.keys():  # not both in one body
+        schema["not"] = {"required": ["scheduled_at", "schedule"],
+                         "properties": {"scheduled_at": {"type": "string"}, "schedule": {"type": "object"}}}
 
 
 def _job_in(schema: dict[str, Any], props: dict[str, Any]) -> None:
     _job(schema, props)
     if "scheduled_at" in props and "target_ids" in props:
-        schema["anyOf"] = [{"properties": {"scheduled_at": {"type": "null"}}},
+        schema["anyOf"] = [{"properties": {"scheduled_at": {"type": "null"}, "schedule": {"type": "null"}}},
                            {"required": ["target_ids"], "properties": {"target_ids": {"minItems": 1}}}]
 
 
@@ -229,6 +237,8 @@ def build_document(app: Flask) -> dict[str, Any]:
                 op["security"] = [{"refreshToken" if spec.refresh else "bearerAuth": []}] if spec.auth else []
                 if spec.query is not None:
                     op["parameters"] += _query_params(spec.query, schemas)
+                if spec.idempotent:
+                    op["parameters"].append(IDEMPOTENCY_KEY_PARAMETER)
                 if spec.body is not None:
                     op["requestBody"] = {"required": not spec.optional_body, "content": {"application/json": {
                         "schema": {"$ref": refs.get(spec.body, REF.format(model=spec.body.__name__))}}}}
@@ -290,6 +300,20 @@ SUCCESS_HEADERS = {
 }
 
 
+# routes declared `idempotent` (api/endpoint.py): execute and retry
+IDEMPOTENCY_KEY_PARAMETER = {
+    "name": IDEMPOTENCY_KEY, "in": "header", "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": IDEMPOTENCY_KEY_PATTERN},
+    "description": "Makes the request safe to send again: the same key, from the same user, for the same request "
+                   "(method, path and body) within 24 hours answers with the execution the first one made, with "
+                   "the same status and `Idempotent-Replayed: true`, and starts nothing; the key used for a "
+                   "different request is a 422. 1 to 255 printable ASCII characters, no space at either end."}
+REPLAYED = "Idempotent-Replayed"
+REPLAYED_HEADER = {"description": "`true` when the answer is the execution an earlier request with the same "
+                                  "Idempotency-Key made; absent otherwise",
+                   "schema": {"type": "string", "enum": ["true"]}}
+
+
 # what the HTTP server or the error handlers answer for any request: a request line or headers past the
 # server's limits (opsconductor/standalone.py, api/gunicorn_worker.py), an unexpected error
 SERVER_STATUSES = frozenset({414, 431, 500})
@@ -309,6 +333,8 @@ def implied_statuses(spec, path_params: list[dict[str, Any]]) -> set[int]:
         codes.add(400)  # a query that fails its model
     if spec.body is not None:
         codes |= {400, 413, 415, 422}  # malformed or too deeply nested JSON, too large, not JSON, invalid
+    if spec.idempotent:
+        codes.add(422)  # a malformed Idempotency-Key, or one used for another request
     for param in path_params:
         codes.add(404)  # nothing by that id or serial
         if param["schema"].get("type") == "string":
@@ -323,6 +349,8 @@ def _responses(spec, refs: dict, path_params: list[dict[str, Any]], endpoint: st
         ref = refs.get(spec.response, REF.format(model=name))
         ok["content"] = {"application/json": {"schema": {"$ref": ref}}}
     headers = {**SUCCESS_HEADERS.get(endpoint, {}), **RATE_LIMIT_HEADERS}
+    if spec.idempotent:
+        headers[REPLAYED] = REPLAYED_HEADER
     ok["headers"] = headers
     responses = {str(spec.status): ok}
     for code in sorted(set(spec.errors) | implied_statuses(spec, path_params)):

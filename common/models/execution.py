@@ -53,6 +53,19 @@ class Execution(Base):
     job = relationship("Job", lazy="raise")
     branches: Mapped[list[Branch]] = relationship(order_by="Branch.branch_number", lazy="raise",
                                                   back_populates="execution")
+    # the execution a retry re-runs, and the retries of this one (read shapes load both with it)
+    retry_of: Mapped[Execution | None] = relationship(remote_side=[id], foreign_keys=[retry_of_id], lazy="raise",
+                                                      back_populates="retries")
+    retries: Mapped[list[Execution]] = relationship(foreign_keys=[retry_of_id], order_by="Execution.id",
+                                                    lazy="raise", back_populates="retry_of")
+
+    @property
+    def retry_of_serial(self) -> str | None:
+        return None if self.retry_of is None else self.retry_of.execution_serial
+
+    @property
+    def retry_serials(self) -> list[str]:
+        return [r.execution_serial for r in self.retries]
 
 
 class Branch(Base):

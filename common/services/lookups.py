@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from common import serials
 from common.errors import NotFound
 from common.models import Branch, Execution, Job, Target
+from common.services.executions import RETRY_LINKS
 from common.services.pagination import escape_like
 from common.services.refs import ref_condition
 
@@ -31,8 +32,8 @@ def execution_by_serial(session: Session, execution_serial: str) -> Execution:
     """The execution with its job (id, serial, name only) and its branches in branch order: 2 statements."""
     serials.require("execution_serial", execution_serial)
     stmt = (select(Execution).where(Execution.execution_serial == execution_serial)
-            .options(joinedload(Execution.job).raiseload("*"), selectinload(Execution.branches)))
-    execution = session.scalar(stmt)
+            .options(joinedload(Execution.job).raiseload("*"), selectinload(Execution.branches), *RETRY_LINKS))
+    execution = session.scalars(stmt).unique().first()
     if execution is None:
         raise NotFound("Execution not found", {"execution_serial": execution_serial})
     return execution
@@ -70,8 +71,8 @@ def job_executions(session: Session, job_ref: str, *, limit: int, offset: int) -
     total = session.scalar(select(func.count()).select_from(Execution).where(Execution.job_id == job_id)) or 0
     stmt = (select(Execution).where(Execution.job_id == job_id)
             .order_by(Execution.execution_number.desc()).limit(limit).offset(offset)
-            .options(selectinload(Execution.branches)))
-    return ExecutionPage(list(session.scalars(stmt)), total)
+            .options(selectinload(Execution.branches), *RETRY_LINKS))
+    return ExecutionPage(list(session.scalars(stmt).unique()), total)
 
 
 # ---------------------------------------------------------------- bulk

@@ -18,10 +18,11 @@ Nothing the fuzzer sends can run a command on this machine, three times over:
 
 Rules of state and time no schema can state (an id that exists, a time in the future; the document's
 descriptions say them) are met by mapping schema-valid cases into the platform's state: ids of existing
-targets and credentials, TEST-NET addresses, future times (`_register_hooks`, loaded into the
-schemathesis process as its hooks file). Writes on the targets the mapped ids point at go to a spare
-target instead, so they stay live and enabled. Deleting a job or target archives it, and its history stays
-addressable by design (SPEC §5), so `use_after_free` is off for the reads of archivable resources.
+targets and credentials, TEST-NET addresses, future times, an Idempotency-Key of its own for each distinct
+request (`_register_hooks`, loaded into the schemathesis process as its hooks file). Writes on the targets
+the mapped ids point at go to a spare target instead, so they stay live and enabled. Deleting a job or
+target archives it, and its history stays addressable by design (SPEC §5), so `use_after_free` is off for
+the reads of archivable resources.
 
 Bounded (FUZZ_EXAMPLES per operation, one seed) so it takes about a minute on two cores and is repeatable;
 OPSCONDUCTOR_FUZZ_EXAMPLES and OPSCONDUCTOR_FUZZ_SEED explore further, OPSCONDUCTOR_FUZZ_OUTPUT=FILE keeps
@@ -263,6 +264,11 @@ def _register_hooks() -> None:
         meta = case.meta
         if meta is not None and meta.generation.mode.is_positive and isinstance(case.body, dict):
             _map_body(state, path, case.body)
+        if meta is not None and meta.generation.mode.is_positive and case.headers \
+                and case.headers.get("Idempotency-Key") is not None:
+            # a key names one request (a used key on another request is a 422): one key per request sent
+            sent = (method, path, case.path_parameters, case.body, case.headers["Idempotency-Key"])
+            case.headers["Idempotency-Key"] = f"fuzz-{hashlib.sha256(repr(sent).encode()).hexdigest()}"
         return case
 
 

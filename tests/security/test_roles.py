@@ -82,6 +82,8 @@ MATRIX = [
          "writers", 201),
     Case("POST", "/api/executions/serial/<execution_serial>/cancel",
          "/api/executions/serial/{execution_serial}/cancel", None, "writers", 200),
+    Case("POST", "/api/executions/serial/<execution_serial>/retry",
+         "/api/executions/serial/{finished_execution_serial}/retry", {"only": "all"}, "writers", 201),
     # a lookup sent as POST for its long body: a read
     Case("POST", "/api/executions/bulk", "/api/executions/bulk",
          {"serials": ["{execution_serial}", "{branch_serial}", "J20990001.0001"]}, "readers", 200),
@@ -149,6 +151,9 @@ def _world(client, db, make, admin, users) -> dict:
     execution = client.post(f"/api/jobs/{jobs['run_job']['id']}/execute", json={}, headers=admin)
     assert execution.status_code == 201, execution.get_json()
     execution = execution.get_json()
+    finished = client.post(f"/api/jobs/{jobs['run_job']['id']}/execute", json={}, headers=admin).get_json()
+    cancel = client.post(f"/api/executions/serial/{finished['execution_serial']}/cancel", headers=admin)
+    assert cancel.status_code == 200 and cancel.get_json()["status"] == "cancelled", cancel.get_json()
     users.create("promotee", "viewer")
     promotee = users.token("promotee")
     return {
@@ -157,7 +162,7 @@ def _world(client, db, make, admin, users) -> dict:
         "doomed_target_serial": doomed_target["target_serial"], "pinned_target_serial": pinned["target_serial"],
         "job_id": jobs["job"]["id"], "job_serial": jobs["job"]["job_serial"],
         "doomed_job_serial": jobs["doomed_job"]["job_serial"],
-        "execution_serial": execution["execution_serial"],
+        "execution_serial": execution["execution_serial"], "finished_execution_serial": finished["execution_serial"],
         "branch_serial": execution["branches"][0]["branch_serial"],
         "promotee_id": _me(client, _bearer(promotee["access_token"]))["id"],
     }
