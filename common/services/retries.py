@@ -17,7 +17,8 @@ from common.statuses import BranchStatus, ExecutionStatus
 def retry_execution(session: Session, execution_serial: str, *, only: Literal["failed", "all"] = "failed",
                     role: str, user_id: int | None) -> tuple[Execution, list[Event]]:
     """`failed`: every target whose branch is not completed (failed, timed out, cancelled, skipped, worker
-    lost); `all`: every target of the parent. Returns the new execution (trigger `retry`) and its event."""
+    lost); `all`: every target of the parent. The retry keeps the parent's actions, parameters and rollout
+    policy. Returns the new execution (trigger `retry`) and its event."""
     serials.require("execution_serial", execution_serial)
     parent = session.scalar(select(Execution).where(Execution.execution_serial == execution_serial)
                             .options(selectinload(Execution.branches)))
@@ -33,5 +34,6 @@ def retry_execution(session: Session, execution_serial: str, *, only: Literal["f
                                {"field": "only", "received": only, "execution_serial": execution_serial})
     job = session.get_one(Job, parent.job_id)
     execution = start_execution(session, job, role=role, target_ids=[b.target_id for b in branches],
-                                trigger="retry", user_id=user_id, actions=parent.actions, retry_of=parent)
+                                trigger="retry", user_id=user_id, actions=parent.actions, retry_of=parent,
+                                max_concurrency=parent.max_concurrency, max_errors=parent.max_errors)
     return execution, [execution_started_event(execution, job.job_serial)]

@@ -372,3 +372,11 @@ def test_simultaneous_requests_with_one_new_key_make_one_execution(pg_db):
     with pg_db.session() as session:
         assert len(session.scalars(select(Execution)).all()) == 1
         assert session.scalar(text("SELECT execution_count FROM jobs")) == 1  # the loser's number rolled back
+
+
+def test_a_retry_keeps_the_parents_rollout_policy(client, db, operator, fleet):
+    job = _job(client, operator, [t["id"] for t in fleet[:2]])
+    parent = _execute(client, operator, job, json={"max_concurrency": "1", "max_errors": "50%"})
+    _finish(db, parent, ["failed", "failed"])
+    retry = _retry(client, operator, parent["execution_serial"]).get_json()
+    assert (retry["max_concurrency"], retry["max_errors"]) == ("1", "50%")
