@@ -7,16 +7,20 @@ embedded default's maintenance thread), never as a task: a branch whose only wor
 although no worker is left to run a task."""
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
 
 from common.broker import LossWitness
 from common.config import Settings
 from common.db import Database, unavailable
 from common.events import publish_events
-from common.models import utcnow
+from common.models import Execution, utcnow
 from common.services import executions as svc
 from common.services.dispatch import Send, dispatch_branches
 from common.task_names import KILL_ORPHAN
@@ -125,13 +129,19 @@ class Maintenance:
         return {"redispatched": sent, "worker_lost": len(lost), "orphans": len(orphans), "closed": len(unclosed)}
 
     def fire_due_jobs(self) -> int:
+        """Jobs due once (scheduled_at) and cron jobs at a tick, each firing in its own transaction."""
+        now = utcnow()
         with self.db.session() as session:
-            due = svc.due_jobs(session, utcnow())
+            due = svc.due_jobs(session, now)
+            ticks = svc.due_cron_jobs(session, now)
         self._database_answered()
+        firings: list[Callable[[Session], tuple[Execution | None, list[svc.Event]]]] = [
+            *(functools.partial(svc.fire_scheduled_job, job_id=job_id) for job_id in due),
+            *(functools.partial(svc.fire_cron_job, tick=tick) for tick in ticks)]
         fired = 0
-        for job_id in due:
+        for fire in firings:
             with self.db.session() as session:
-                execution, events = svc.fire_scheduled_job(session, job_id)
+                execution, events = fire(session)
                 branches = [(b.id, b.queue) for b in execution.branches] if execution else []
             if execution is None:
                 continue

@@ -64,6 +64,13 @@ class Job(Base):
     def target_ids(self) -> list[int]:
         return [t.id for t in self.targets]
 
+    @property
+    def schedule(self) -> dict[str, str] | None:
+        """The recurring schedule as the API shows it, or None."""
+        if self.schedule_cron is None:
+            return None
+        return {"cron": self.schedule_cron, "timezone": self.schedule_timezone or "UTC"}
+
 
 # read API (migration 0002, PostgreSQL with pg_trgm only): search by "name contains q"
 Index("ix_jobs_name_trgm", func.lower(Job.name).label("lower_name"), postgresql_using="gin",

@@ -130,6 +130,12 @@ export interface Action {
   continueOnError: boolean;
 }
 
+/** A recurring schedule: five cron fields read on the wall clock of an IANA time zone. */
+export interface Schedule {
+  cron: string;
+  timezone: string;
+}
+
 export interface Job {
   id: number;
   jobUuid: string;
@@ -141,6 +147,9 @@ export interface Job {
   createdAt: Timestamp;
   updatedAt: Timestamp;
   scheduledAt: Timestamp | null;
+  schedule: Schedule | null;
+  /** The schedule's next tick (UTC). */
+  nextRunAt: Timestamp | null;
   actions: Action[];
   targetIds: number[];
   executionCount: number;
@@ -355,6 +364,8 @@ export interface JobInput {
   jobType?: string;
   /** A future time makes the job run once by itself. */
   scheduledAt?: Date | string | null;
+  /** Runs the job at every tick, e.g. { cron: '0 9 * * 1-5', timezone: 'Europe/Berlin' } (timezone default 'UTC'); null removes it. Not with scheduledAt. */
+  schedule?: { cron: string; timezone?: string } | null;
 }
 
 export interface TargetInput {

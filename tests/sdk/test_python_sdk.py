@@ -36,6 +36,7 @@ from enabledrm_sdk import (
     Page,
     PayloadTooLarge,
     RateLimited,
+    Schedule,
     ServerError,
     Target,
     TransportError,
@@ -317,6 +318,27 @@ def test_scheduled_job_in_the_past_is_a_validation_error(admin, seeded):
                                scheduled_at=datetime.now(UTC) + timedelta(days=1))
     assert future.status == "scheduled" and parse_time(future.scheduled_at) > datetime.now(UTC)
     admin.jobs.delete(future.id)
+
+
+def test_cron_schedule_is_sent_shown_and_removed(admin, seeded):
+    job = admin.jobs.create(unique("py-cron"), [echo_action()], target_ids=[seeded["target"].id],
+                            schedule={"cron": "*/5 * * * *", "timezone": "Europe/Berlin"})
+    try:
+        assert job.status == "scheduled"
+        assert isinstance(job.schedule, Schedule)
+        assert (job.schedule.cron, job.schedule.timezone) == ("*/5 * * * *", "Europe/Berlin")
+        tick = parse_time(job.next_run_at)
+        assert datetime.now(UTC) < tick <= datetime.now(UTC) + timedelta(minutes=5) and tick.minute % 5 == 0
+        assert admin.jobs.get(job.id).schedule.to_dict() == {"cron": "*/5 * * * *", "timezone": "Europe/Berlin"}
+        hourly = admin.jobs.update(job.id, schedule={"cron": "0 * * * *"})
+        assert hourly.schedule.timezone == "UTC" and parse_time(hourly.next_run_at).minute == 0
+        with pytest.raises(ValidationError) as info:
+            admin.jobs.update(job.id, schedule={"cron": "61 * * * *"})
+        assert info.value.details["field"] == "schedule.cron" and "Bad minute" in str(info.value.details)
+        removed = admin.jobs.update(job.id, schedule=None)
+        assert (removed.status, removed.schedule, removed.next_run_at) == ("ready", None, None)
+    finally:
+        admin.jobs.delete(job.id)
 
 
 def test_job_execute_and_executions(admin, seeded):

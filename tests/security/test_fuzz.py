@@ -228,6 +228,18 @@ def _like(generated: Any, value: int) -> int | float:
     return float(value) if isinstance(generated, float) else value
 
 
+CRONS = ("*/5 * * * *", "0 9 * * MON-FRI", "30 2 * * *", "0 0 1 * *", "15,45 */2 * JAN-JUN SUN")
+ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe")
+
+
+def _map_schedule(schedule: dict[str, Any]) -> None:
+    """A valid cron expression and IANA zone for generated text: no schema states what the library parses."""
+    if "cron" in schedule:
+        schedule["cron"] = CRONS[_digest(schedule["cron"]) % len(CRONS)]
+    if "timezone" in schedule:
+        schedule["timezone"] = ZONES[_digest(schedule["timezone"]) % len(ZONES)]
+
+
 def _map_body(state: dict[str, Any], path: str, body: dict[str, Any]) -> None:
     """Give a schema-valid body what only the platform's state decides."""
     ids = state["target_ids"]
@@ -236,6 +248,13 @@ def _map_body(state: dict[str, Any], path: str, body: dict[str, Any]) -> None:
         body["target_ids"] = list(dict.fromkeys(_like(v, ids[_digest(v) % len(ids)]) for v in given))
     if body.get("scheduled_at") is not None:
         body["scheduled_at"] = _future(body["scheduled_at"])
+    if isinstance(body.get("schedule"), dict):
+        _map_schedule(body["schedule"])
+    if path.startswith("/api/jobs/"):  # a PATCH: the job may have the other kind of schedule pending
+        if body.get("schedule") is not None and "scheduled_at" not in body:
+            body["scheduled_at"] = None
+        if body.get("scheduled_at") is not None and "schedule" not in body:
+            body["schedule"] = None
     if path.startswith("/api/targets"):
         if "credential_id" in body:
             body["credential_id"] = _like(body["credential_id"], state["credential_id"])

@@ -137,7 +137,8 @@ export class TargetsResource extends ArchivableResource {
 
 /**
  * list({ page, perPage, sort, order, status, name, jobType });
- * create({ name, actions: [{ actionType, actionName, actionParameters: { command } }], targetIds?, description?, jobType?, scheduledAt? })
+ * create({ name, actions: [{ actionType, actionName, actionParameters: { command } }], targetIds?, description?, jobType?, scheduledAt?, schedule? })
+ * (schedule: { cron: '0 9 * * 1-5', timezone?: 'Europe/Berlin' }; update(ref, { schedule: null }) removes it)
  */
 export class JobsResource extends ArchivableResource {
   static path = '/jobs';

@@ -56,6 +56,29 @@ describe('jobs', () => {
     await admin.jobs.delete(future.id);
   });
 
+  it('sends, shows and removes a cron schedule', async () => {
+    const schedule = { cron: '*/5 * * * *', timezone: 'Europe/Berlin' };
+    const job = await admin.jobs.create({ name: unique('js-cron'), actions: [echoAction()], targetIds: [seeded.target.id], schedule });
+    try {
+      assert.equal(job.status, 'scheduled');
+      assert.deepEqual(job.schedule, schedule);
+      assert.match(job.nextRunAt, RFC3339_Z);
+      const tick = new Date(job.nextRunAt);
+      assert.ok(tick > new Date() && tick - new Date() <= 5 * 60e3 && tick.getUTCMinutes() % 5 === 0);
+      assert.deepEqual((await admin.jobs.get(job.jobSerial)).schedule, schedule);
+      const hourly = await admin.jobs.update(job.id, { schedule: { cron: '0 * * * *' } });
+      assert.deepEqual(hourly.schedule, { cron: '0 * * * *', timezone: 'UTC' });
+      await assert.rejects(admin.jobs.update(job.id, { schedule: { cron: '0 * * * *', timezone: 'Nowhere/Land' } }),
+        (e) => e instanceof ValidationError && e.details.field === 'schedule.timezone');
+      const removed = await admin.jobs.update(job.id, { schedule: null });
+      assert.equal(removed.status, 'ready');
+      assert.equal(removed.schedule, null);
+      assert.equal(removed.nextRunAt, null);
+    } finally {
+      await admin.jobs.delete(job.id);
+    }
+  });
+
   it('executes and lists executions newest first', async () => {
     const execution = await admin.jobs.execute(seeded.job.jobSerial, { targetIds: [seeded.target.id] });
     assert.match(execution.executionSerial, /^J\d{8}\.\d{4}$/);

@@ -46,6 +46,7 @@ from enabledrm_sdk.models import (
     Page,
     Pagination,
     RecentBranch,
+    Schedule,
     SearchResult,
     SearchResults,
     Step,
@@ -66,8 +67,8 @@ __all__ = [
     "Conflict", "PayloadTooLarge", "UnsupportedMediaType", "ValidationError", "RateLimited", "ServerError",
     "InternalError", "TransportError", "WaitTimeout", "EventStreamClosed",
     # models
-    "ApiObject", "Token", "User", "Credential", "Target", "Action", "Job", "Branch", "Step", "BranchTarget",
-    "BranchDetail", "ExecutionJob", "Execution", "SearchResult", "SearchResults", "BulkItem", "BulkResult",
-    "RecentBranch", "TargetPerformance", "TargetHistoryItem", "TargetHistory", "AnalyticsBucket",
+    "ApiObject", "Token", "User", "Credential", "Target", "Action", "Schedule", "Job", "Branch", "Step",
+    "BranchTarget", "BranchDetail", "ExecutionJob", "Execution", "SearchResult", "SearchResults", "BulkItem",
+    "BulkResult", "RecentBranch", "TargetPerformance", "TargetHistoryItem", "TargetHistory", "AnalyticsBucket",
     "ExecutionAnalytics", "TargetMetrics", "JobMetrics", "Pagination", "Page", "Event", "EventStream", "parse_time",
 ]

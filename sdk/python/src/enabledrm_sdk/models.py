@@ -14,9 +14,9 @@ from datetime import datetime, timezone
 from typing import Any, ClassVar, Dict, Generic, Iterator, List, Mapping, Optional, Type, TypeVar, Union, overload
 
 __all__ = [
-    "ApiObject", "Token", "User", "Credential", "Target", "Action", "Job", "Branch", "Step", "BranchTarget",
-    "BranchDetail", "ExecutionJob", "Execution", "SearchResult", "SearchResults", "BulkItem", "BulkResult",
-    "RecentBranch", "TargetPerformance", "TargetHistoryItem", "TargetHistory", "AnalyticsBucket",
+    "ApiObject", "Token", "User", "Credential", "Target", "Action", "Schedule", "Job", "Branch", "Step",
+    "BranchTarget", "BranchDetail", "ExecutionJob", "Execution", "SearchResult", "SearchResults", "BulkItem",
+    "BulkResult", "RecentBranch", "TargetPerformance", "TargetHistoryItem", "TargetHistory", "AnalyticsBucket",
     "ExecutionAnalytics", "TargetMetrics", "JobMetrics", "Pagination", "Page", "Event", "parse_time",
     "TERMINAL_EXECUTION_STATUSES", "TERMINAL_BRANCH_STATUSES",
 ]
@@ -230,6 +230,11 @@ class Action(ApiObject):
     continue_on_error: bool
 
 
+class Schedule(ApiObject):
+    cron: str  # five fields: minute hour day-of-month month day-of-week
+    timezone: str  # an IANA name; ticks follow its wall clock
+
+
 class Job(ApiObject):
     id: int
     job_uuid: str
@@ -241,11 +246,13 @@ class Job(ApiObject):
     created_at: str
     updated_at: str
     scheduled_at: Optional[str]
+    schedule: Optional[Schedule]
+    next_run_at: Optional[str]  # the schedule's next tick (UTC)
     actions: List[Action]
     target_ids: List[int]
     execution_count: int
     archived_at: Optional[str]
-    _nested = {"actions": Action}
+    _nested = {"actions": Action, "schedule": Schedule}
 
 
 # --------------------------------------------------------------------------------------- executions

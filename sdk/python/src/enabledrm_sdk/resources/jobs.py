@@ -33,14 +33,18 @@ class JobsResource(Resource):
 
     def create(self, name: str, actions: Sequence[Mapping[str, Any]], *, target_ids: Optional[Sequence[int]] = None,
                description: Optional[str] = None, job_type: Optional[str] = None,
-               scheduled_at: Union[datetime, str, None] = None, **fields: Any) -> Job:
+               scheduled_at: Union[datetime, str, None] = None, schedule: Optional[Mapping[str, str]] = None,
+               **fields: Any) -> Job:
         """Create a job. Each action: ``{"action_type": "command", "action_name": ...,
         "action_parameters": {"command": ...}}`` (or ``"script"`` with ``script`` and an optional
         ``interpreter``), optionally ``timeout_seconds`` and ``continue_on_error``. A future
-        ``scheduled_at`` (aware datetime or RFC 3339 string) makes it run once by itself."""
+        ``scheduled_at`` (aware datetime or RFC 3339 string) makes it run once by itself; a ``schedule``
+        (``{"cron": "*/5 * * * *", "timezone": "Europe/Berlin"}``, timezone optional, default UTC) at
+        every tick. ``update(ref, schedule=None)`` removes a schedule."""
         return Job(self._t.json("POST", "/jobs", json=body(
             fields, name=name, actions=list(actions), target_ids=list(target_ids) if target_ids is not None else None,
-            description=description, job_type=job_type, scheduled_at=scheduled_at)))
+            description=description, job_type=job_type, scheduled_at=scheduled_at,
+            schedule=dict(schedule) if schedule is not None else None)))
 
     def update(self, job_ref: JobRef, **fields: Any) -> Job:
         """Change fields; ``actions`` and ``target_ids`` are replaced whole."""
