@@ -203,6 +203,10 @@ export interface Execution {
   startedAt: Timestamp;
   completedAt: Timestamp | null;
   branches: Branch[];
+  /** The execution serial a retry re-runs (trigger 'retry'); null otherwise. */
+  retryOf: string | null;
+  /** Serials of this execution's retries, oldest first. */
+  retries: string[];
   /** Present on lookups by serial. */
   job?: { id: number; jobSerial: string; name: string };
 }
@@ -490,7 +494,7 @@ export class JobsResource {
   update(jobRef: JobRef, fields: Partial<JobInput>): Promise<Job>;
   /** Archive: it leaves lists and cannot run; its executions stay addressable. */
   delete(jobRef: JobRef): Promise<void>;
-  execute(jobRef: JobRef, options?: { targetIds?: number[] }): Promise<Execution>;
+  execute(jobRef: JobRef, options?: { targetIds?: number[]; idempotencyKey?: string }): Promise<Execution>;
   executions(jobRef: JobRef, options?: { limit?: number; offset?: number }): Promise<Execution[]>;
   iterExecutions(jobRef: JobRef, options?: { pageSize?: number }): AsyncGenerator<Execution, void, undefined>;
 }
@@ -526,6 +530,8 @@ export class ExecutionsResource {
   search(q: string, options?: { type?: 'execution' | 'branch' | 'all'; limit?: number }): Promise<SearchResults>;
   bulk(serials: Iterable<string>): Promise<BulkResult>;
   cancel(executionSerial: string): Promise<Execution>;
+  /** A new execution (trigger 'retry') on the targets that did not complete (only: 'failed') or on all of them. */
+  retry(executionSerial: string, options?: { only?: 'failed' | 'all'; idempotencyKey?: string }): Promise<Execution>;
   /** Poll until completed, failed or cancelled; a number is the timeout in ms (default 60000). */
   wait(executionSerial: string, options?: number | { timeout?: number | null; pollInterval?: number }): Promise<Execution>;
   events(options?: EventsOptions): EventStream;

@@ -422,6 +422,38 @@ def test_cancel_and_wait_timeout(admin, seeded):
     assert all(b.status == "cancelled" for b in final.branches)
 
 
+def test_retry_reruns_only_what_failed_and_keys_make_calls_safe_to_repeat(admin):
+    """Two local targets race to create one directory: one branch completes, the other fails; a retry
+    runs again on exactly the one that failed."""
+    targets = [admin.targets.create(unique("py-local-retry"), connection="local") for _ in range(2)]
+    lock = f"/tmp/{unique('py-retry-lock')}"
+    job = admin.jobs.create(unique("py-retry"), [{"action_type": "command", "action_name": "take-lock",
+                                                  "action_parameters": {"command": f"mkdir {lock}"}}],
+                            target_ids=[t.id for t in targets])
+    key = unique("py-key")
+    first = admin.jobs.execute(job.job_serial, idempotency_key=key)
+    again = admin.jobs.execute(job.job_serial, idempotency_key=key)
+    assert again.execution_serial == first.execution_serial and again.retry_of is None
+    with pytest.raises(ValidationError) as used:
+        admin.jobs.execute(job.job_serial, [targets[0].id], idempotency_key=key)
+    assert used.value.details["field"] == "Idempotency-Key"
+    parent = admin.executions.wait(first.execution_serial, timeout=30, poll_interval=0.1)
+    assert sorted(b.status for b in parent.branches) == ["completed", "failed"]
+    failed = [b.target_id for b in parent.branches if b.status == "failed"]
+    retry_key = unique("py-retry-key")
+    retry = admin.executions.retry(first.execution_serial, idempotency_key=retry_key)
+    assert isinstance(retry, Execution)
+    assert retry.trigger == "retry" and retry.retry_of == first.execution_serial and retry.retries == []
+    assert [b.target_id for b in retry.branches] == failed
+    assert admin.executions.retry(first.execution_serial, idempotency_key=retry_key).execution_serial \
+        == retry.execution_serial
+    everything = admin.executions.retry(first.execution_serial, only="all")
+    assert sorted(b.target_id for b in everything.branches) == sorted(t.id for t in targets)
+    assert admin.executions.get_by_serial(first.execution_serial).retries == [retry.execution_serial,
+                                                                              everything.execution_serial]
+    shutil.rmtree(lock, ignore_errors=True)
+
+
 def test_live_events_for_an_execution(admin, seeded):
     job_serial = seeded["job"].job_serial
     with admin.executions.events(job_serial=job_serial, timeout=20) as stream:

@@ -74,10 +74,11 @@ export class HttpTransport {
   /**
    * Send one API request (path relative to /api). 429s are retried after Retry-After up to maxRetries
    * times; any other error answer throws its ApiError subclass. Returns { status, headers, data }.
+   * `headers`: extra request headers (e.g. Idempotency-Key).
    */
-  async request(method, path, { query, body, token, auth = true } = {}) {
+  async request(method, path, { query, body, token, auth = true, headers: extra = {} } = {}) {
     const url = this.apiRoot + (path.startsWith('/') ? path : `/${path}`) + queryString(query);
-    const headers = { Accept: 'application/json', ...this.headers };
+    const headers = { Accept: 'application/json', ...this.headers, ...extra };
     const bearer = token ?? (auth ? this.token : null);
     if (bearer) headers.Authorization = `Bearer ${bearer}`;
     let payload;

@@ -8,6 +8,9 @@ export const TERMINAL_BRANCH_STATUSES = Object.freeze(['completed', 'failed', 't
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** The Idempotency-Key header of execute and retry, when a key is given. */
+const idempotencyHeaders = (key) => (key === undefined || key === null ? {} : { 'Idempotency-Key': String(key) });
+
 class Resource {
   constructor(http, client) {
     this._http = http;
@@ -143,9 +146,14 @@ export class TargetsResource extends ArchivableResource {
 export class JobsResource extends ArchivableResource {
   static path = '/jobs';
 
-  /** Start an execution (on `targetIds`, default the job's own); resolves to it with its branches. */
-  execute(jobRef, { targetIds } = {}) {
-    return this._http.json('POST', this._item(jobRef, '/execute'), { body: targetIds ? { targetIds } : {} });
+  /**
+   * Start an execution (on `targetIds`, default the job's own); resolves to it with its branches. With
+   * `idempotencyKey` (1-255 printable ASCII characters) the call is safe to repeat: the same key for the same
+   * request within 24 hours resolves to the execution the first call made.
+   */
+  execute(jobRef, { targetIds, idempotencyKey } = {}) {
+    return this._http.json('POST', this._item(jobRef, '/execute'),
+      { body: targetIds ? { targetIds } : {}, headers: idempotencyHeaders(idempotencyKey) });
   }
 
   /** The job's executions with their branches, newest first: { limit (1..500, default 50), offset }. */
@@ -188,6 +196,16 @@ export class ExecutionsResource extends Resource {
   /** Cancel: queued branches never start, running ones are killed. */
   cancel(executionSerial) {
     return this._http.json('POST', `/executions/serial/${segment(executionSerial)}/cancel`);
+  }
+
+  /**
+   * Start a new execution of the job with the actions this one ran (trigger 'retry'), on the targets whose
+   * branches did not complete (only: 'failed', the default) or on all of them ('all'). Rejects with Conflict
+   * while it still runs, ValidationError when nothing failed. `idempotencyKey`: as for jobs.execute.
+   */
+  retry(executionSerial, { only = 'failed', idempotencyKey } = {}) {
+    return this._http.json('POST', `/executions/serial/${segment(executionSerial)}/retry`,
+      { body: { only }, headers: idempotencyHeaders(idempotencyKey) });
   }
 
   /**

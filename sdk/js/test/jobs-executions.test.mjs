@@ -1,7 +1,7 @@
 // jobs, executions and analytics against the live server.
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
-import { ApiError, BadRequest, Forbidden, NotFound, ValidationError, WaitTimeout } from '../src/index.js';
+import { ApiError, BadRequest, Conflict, Forbidden, NotFound, ValidationError, WaitTimeout } from '../src/index.js';
 import { RFC3339_Z, adminClient, clientFor, echoAction, seed, unique } from '../test-support/live.mjs';
 
 async function collect(iterable) {
@@ -152,6 +152,47 @@ describe('executions', () => {
     const final = await admin.executions.wait(execution.executionSerial, { timeout: 20000, pollInterval: 100 });
     assert.equal(final.status, 'cancelled');
     assert.ok(final.branches.every((b) => b.status === 'cancelled'));
+  });
+
+  it('retries only what failed, and an idempotency key makes a call safe to repeat', async () => {
+    // two local targets race to create one directory: one branch completes, the other fails
+    const targets = [];
+    for (let i = 0; i < 2; i += 1) targets.push(await admin.targets.create({ name: unique('js-local-retry'), connection: 'local' }));
+    const lock = `/tmp/${unique('js-retry-lock')}`;
+    const job = await admin.jobs.create({ name: unique('js-retry'), targetIds: targets.map((t) => t.id), actions: [{ actionType: 'command', actionName: 'take-lock', actionParameters: { command: `mkdir ${lock}` } }] });
+    const key = unique('js-key');
+    const first = await admin.jobs.execute(job.jobSerial, { idempotencyKey: key });
+    const again = await admin.jobs.execute(job.jobSerial, { idempotencyKey: key });
+    assert.equal(again.executionSerial, first.executionSerial);
+    assert.equal(again.retryOf, null);
+    await assert.rejects(admin.jobs.execute(job.jobSerial, { targetIds: [targets[0].id], idempotencyKey: key }),
+      (e) => e instanceof ValidationError && e.details.field === 'Idempotency-Key');
+    const parent = await admin.executions.wait(first.executionSerial, { timeout: 30000, pollInterval: 100 });
+    assert.deepEqual(parent.branches.map((b) => b.status).sort(), ['completed', 'failed']);
+    const failed = parent.branches.filter((b) => b.status === 'failed').map((b) => b.targetId);
+    const retryKey = unique('js-retry-key');
+    const retry = await admin.executions.retry(first.executionSerial, { idempotencyKey: retryKey });
+    assert.equal(retry.trigger, 'retry');
+    assert.equal(retry.retryOf, first.executionSerial);
+    assert.deepEqual(retry.retries, []);
+    assert.deepEqual(retry.branches.map((b) => b.targetId), failed);
+    assert.equal((await admin.executions.retry(first.executionSerial, { idempotencyKey: retryKey })).executionSerial, retry.executionSerial);
+    const everything = await admin.executions.retry(first.executionSerial, { only: 'all' });
+    assert.deepEqual(everything.branches.map((b) => b.targetId).sort(), targets.map((t) => t.id).sort());
+    assert.deepEqual((await admin.executions.getBySerial(first.executionSerial)).retries, [retry.executionSerial, everything.executionSerial]);
+    await assert.rejects(admin.executions.retry(first.executionSerial, { only: 'some' }), (e) => e instanceof ValidationError && e.details.field === 'only');
+  });
+
+  it('refuses to retry a running execution', async () => {
+    const target = await admin.targets.create({ name: unique('js-local-sleep'), connection: 'local' });
+    const job = await admin.jobs.create({ name: unique('js-sleep'), targetIds: [target.id], actions: [{ actionType: 'command', actionName: 'sleep', actionParameters: { command: 'sleep 30' } }] });
+    const execution = await admin.jobs.execute(job.id);
+    await assert.rejects(admin.executions.retry(execution.executionSerial), (e) => e instanceof Conflict && /still running/.test(e.message));
+    await admin.executions.cancel(execution.executionSerial);
+    await admin.executions.wait(execution.executionSerial, { timeout: 20000, pollInterval: 100 });
+    const retry = await admin.executions.retry(execution.executionSerial);
+    assert.equal(retry.retryOf, execution.executionSerial);
+    await admin.executions.cancel(retry.executionSerial);
   });
 });
 

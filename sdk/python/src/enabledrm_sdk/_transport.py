@@ -106,15 +106,16 @@ class Transport:
             self._client.close()
 
     def request(self, method: str, path: str, *, params: Optional[Mapping[str, Any]] = None,
-                json: Any = None, token: Optional[str] = None, auth: bool = True) -> httpx.Response:
-        """Send one API request (``path`` relative to ``/api``); 429s are retried after Retry-After
-        up to ``max_retries`` times; any other error answer raises its ApiError subclass."""
+                json: Any = None, token: Optional[str] = None, auth: bool = True,
+                headers: Optional[Mapping[str, str]] = None) -> httpx.Response:
+        """Send one API request (``path`` relative to ``/api``, with extra ``headers``); 429s are retried
+        after Retry-After up to ``max_retries`` times; any other error answer raises its ApiError subclass."""
         url = self.api_root + (path if path.startswith("/") else "/" + path)
-        headers = {"Accept": "application/json", "User-Agent": self._user_agent}
+        sent = {"Accept": "application/json", "User-Agent": self._user_agent, **dict(headers or {})}
         bearer = token if token is not None else (self.token if auth else None)
         if bearer:
-            headers["Authorization"] = f"Bearer {bearer}"
-        kwargs: Dict[str, Any] = {"headers": headers, "params": query_params(params)}
+            sent["Authorization"] = f"Bearer {bearer}"
+        kwargs: Dict[str, Any] = {"headers": sent, "params": query_params(params)}
         if json is not None:
             kwargs["json"] = jsonable(json)
         attempt = 0

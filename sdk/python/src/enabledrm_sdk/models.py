@@ -322,6 +322,8 @@ class Execution(ApiObject):
     started_at: str
     completed_at: Optional[str]
     branches: List[Branch]
+    retry_of: Optional[str]  # the execution serial a retry re-runs
+    retries: List[str]  # serials of this execution's retries, oldest first
     job: ExecutionJob  # present on lookups by serial
     _nested = {"branches": Branch, "job": ExecutionJob}
 

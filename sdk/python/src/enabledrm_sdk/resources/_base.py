@@ -48,3 +48,8 @@ def body(fields: Mapping[str, Any], **named: Any) -> Dict[str, Any]:
 def page_params(page: Optional[int], per_page: Optional[int], sort: Optional[str], order: Optional[str],
                 **filters: Any) -> Dict[str, Any]:
     return {"page": page, "per_page": per_page, "sort": sort, "order": order, **filters}
+
+
+def idempotency_headers(key: Optional[str]) -> Dict[str, str]:
+    """The Idempotency-Key header of execute and retry, when a key is given."""
+    return {} if key is None else {"Idempotency-Key": key}

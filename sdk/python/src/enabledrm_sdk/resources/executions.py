@@ -8,7 +8,7 @@ from enabledrm_sdk._transport import Transport, segment
 from enabledrm_sdk.errors import WaitTimeout
 from enabledrm_sdk.events import EventStream
 from enabledrm_sdk.models import TERMINAL_EXECUTION_STATUSES, BranchDetail, BulkResult, Execution, SearchResults
-from enabledrm_sdk.resources._base import Resource
+from enabledrm_sdk.resources._base import Resource, idempotency_headers
 
 
 class ExecutionsResource(Resource):
@@ -40,6 +40,15 @@ class ExecutionsResource(Resource):
     def cancel(self, execution_serial: str) -> Execution:
         """Cancel: queued branches never start, running ones are killed."""
         return Execution(self._t.json("POST", f"/executions/serial/{segment(execution_serial)}/cancel"))
+
+    def retry(self, execution_serial: str, only: str = "failed", *,
+              idempotency_key: Optional[str] = None) -> Execution:
+        """Start a new execution of the job with the actions this one ran (trigger ``retry``), on the
+        targets whose branches did not complete (``only="failed"``) or on all of them (``"all"``).
+        Raises Conflict while it still runs, ValidationError when nothing failed. ``idempotency_key``:
+        as for ``jobs.execute``."""
+        return Execution(self._t.json("POST", f"/executions/serial/{segment(execution_serial)}/retry",
+                                      json={"only": only}, headers=idempotency_headers(idempotency_key)))
 
     def wait(self, execution_serial: str, timeout: Optional[float] = 60.0, *,
              poll_interval: float = 0.5) -> Execution:

@@ -6,7 +6,7 @@ from typing import Any, Iterator, List, Mapping, Optional, Sequence, Union
 
 from enabledrm_sdk._transport import segment
 from enabledrm_sdk.models import Execution, Job, Page
-from enabledrm_sdk.resources._base import Resource, body, iterate_offset, page_params
+from enabledrm_sdk.resources._base import Resource, body, idempotency_headers, iterate_offset, page_params
 
 JobRef = Union[int, str]  # the numeric id or the serial (J20250001)
 
@@ -54,10 +54,14 @@ class JobsResource(Resource):
         """Archive a job: it leaves lists and cannot run; its executions stay addressable."""
         self._t.json("DELETE", f"/jobs/{segment(job_ref)}")
 
-    def execute(self, job_ref: JobRef, target_ids: Optional[Sequence[int]] = None) -> Execution:
-        """Start an execution (on ``target_ids``, default the job's own); returns it with its branches."""
+    def execute(self, job_ref: JobRef, target_ids: Optional[Sequence[int]] = None, *,
+                idempotency_key: Optional[str] = None) -> Execution:
+        """Start an execution (on ``target_ids``, default the job's own); returns it with its branches.
+        With ``idempotency_key`` (1-255 printable ASCII characters) the call is safe to repeat: the same
+        key for the same request within 24 hours returns the execution the first call made."""
         payload = {"target_ids": list(target_ids)} if target_ids is not None else {}
-        return Execution(self._t.json("POST", f"/jobs/{segment(job_ref)}/execute", json=payload))
+        return Execution(self._t.json("POST", f"/jobs/{segment(job_ref)}/execute", json=payload,
+                                      headers=idempotency_headers(idempotency_key)))
 
     def executions(self, job_ref: JobRef, *, limit: Optional[int] = None,
                    offset: Optional[int] = None) -> List[Execution]:
