@@ -27,7 +27,8 @@ def list_jobs(query: JobQuery):
 
 
 @bp.post("")
-@endpoint("Create a job; with scheduled_at it runs once by itself at that time", body=JobIn, response=JobOut,
+@endpoint("Create a job; with scheduled_at it runs once by itself at that time, with a schedule at every "
+          "cron tick", body=JobIn, response=JobOut,
           status=201, roles=WRITERS, errors=(403, 422))
 def create_job(body: JobIn):
     with transaction() as session:
