@@ -117,8 +117,43 @@ def _target_ids(schema: dict[str, Any], props: dict[str, Any]) -> None:
         props["target_ids"]["description"] = "Ids of existing live targets, each once"
 
 
-def _job(schema: dict[str, Any], props: dict[str, Any]) -> None:
+def _ids_or_selector(schema: dict[str, Any], props: dict[str, Any]) -> None:
+    """Targets by ids or by a selector, not both (the service's check)."""
     _target_ids(schema, props)
+    if {"target_ids", "target_selector"} <= props.keys():
+        schema.setdefault("allOf", []).append({"not": {
+            "required": ["target_ids", "target_selector"],
+            "properties": {"target_ids": {"type": "array", "minItems": 1}, "target_selector": {"type": "object"}}}})
+
+
+def _selector(schema: dict[str, Any], props: dict[str, Any]) -> None:
+    """TargetSelector's validator: at least one part, non-empty."""
+    schema["anyOf"] = [{"required": ["tags_all"], "properties": {"tags_all": {"type": "array", "minItems": 1}}},
+                       {"required": ["tags_any"], "properties": {"tags_any": {"type": "array", "minItems": 1}}},
+                       {"required": ["name"], "properties": {"name": {"type": "string"}}}]
+
+
+def _parameter_in(schema: dict[str, Any], props: dict[str, Any]) -> None:
+    """A secret parameter has no default (it would be shown back)."""
+    if {"secret", "default"} <= props.keys():
+        schema["not"] = {"required": ["secret", "default"],
+                         "properties": {"secret": {"const": True}, "default": {"type": "string"}}}
+    if "name" in props:
+        props["name"]["description"] = "Unique in the job; the actions see OC_PARAM_<name>"
+    if "pattern" in props:
+        props["pattern"]["description"] = ("A Python regular expression that compiles; a value (and the default) "
+                                           "must match it whole")
+
+
+def _job(schema: dict[str, Any], props: dict[str, Any]) -> None:
+    _ids_or_selector(schema, props)
+    if "target_selector" in props:
+        props["target_selector"]["description"] = ("Instead of target_ids: the live, enabled targets it selects "
+                                                   "when the job executes (a 422 then if none); setting one clears "
+                                                   "the other")
+    if "parameters" in props:
+        props["parameters"]["description"] = ("The values it takes at execute time, names unique; replaced whole "
+                                              "on update")
     if "scheduled_at" in props:
         props["scheduled_at"]["description"] = ("A time in the future, before 2101: the job then runs once by itself "
                                                 "at that time (it needs targets)")
@@ -135,7 +170,8 @@ def _job_in(schema: dict[str, Any], props: dict[str, Any]) -> None:
     _job(schema, props)
     if "scheduled_at" in props and "target_ids" in props:
         schema["anyOf"] = [{"properties": {"scheduled_at": {"type": "null"}, "schedule": {"type": "null"}}},
-                           {"required": ["target_ids"], "properties": {"target_ids": {"minItems": 1}}}]
+                           {"required": ["target_ids"], "properties": {"target_ids": {"minItems": 1}}},
+                           {"required": ["target_selector"], "properties": {"target_selector": {"type": "object"}}}]
 
 
 # RFC 1123: a host name's last label is not all digits (the targets schema's _hostname validator); with
@@ -179,7 +215,8 @@ def _credential_in(schema: dict[str, Any], props: dict[str, Any]) -> None:
 # checks that what they say is what the API does. Rules of state and time (an id that exists, a time in
 # the future) no schema can state: the descriptions say them.
 REFINEMENTS: dict[str, Any] = {
-    "ActionIn": _action, "JobIn": _job_in, "JobUpdate": _job, "ExecuteIn": _target_ids,
+    "ActionIn": _action, "JobIn": _job_in, "JobUpdate": _job, "ExecuteIn": _ids_or_selector,
+    "TargetSelector": _selector, "ParameterIn": _parameter_in,
     "TargetIn": _target_in, "TargetUpdate": _target, "CredentialIn": _credential_in,
 }
 

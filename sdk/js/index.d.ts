@@ -152,8 +152,32 @@ export interface Job {
   nextRunAt: Timestamp | null;
   actions: Action[];
   targetIds: number[];
+  /** Set instead of targetIds: the targets are chosen when the job executes. */
+  targetSelector: TargetSelector | null;
+  parameters: Parameter[];
   executionCount: number;
   archivedAt: Timestamp | null;
+}
+
+/** Live, enabled targets with every tag of tagsAll, one of tagsAny and a name matching the glob (`*`, `?`, any case). */
+export interface TargetSelector {
+  tagsAll?: string[] | null;
+  tagsAny?: string[] | null;
+  name?: string | null;
+}
+
+/** A value the job's actions see as the environment variable OC_PARAM_<name>. */
+export interface Parameter {
+  /** ^[A-Z][A-Z0-9_]{0,63}$, unique in the job. */
+  name: string;
+  required: boolean;
+  /** Not allowed on a secret parameter. */
+  default: string | null;
+  /** Stored encrypted; an execution shows it as '****'. */
+  secret: boolean;
+  /** A regular expression the whole value must match (the default too). */
+  pattern: string | null;
+  description: string | null;
 }
 
 export interface Branch {
@@ -203,6 +227,10 @@ export interface Execution {
   startedAt: Timestamp;
   completedAt: Timestamp | null;
   branches: Branch[];
+  /** The selector its targets were chosen by; null when chosen by id. */
+  targetSelector: TargetSelector | null;
+  /** The parameter values it runs with (names as declared); secret ones as '****'. */
+  parameters: Record<string, string>;
   /** The execution serial a retry re-runs (trigger 'retry'); null otherwise. */
   retryOf: string | null;
   /** Serials of this execution's retries, oldest first. */
@@ -370,6 +398,10 @@ export interface JobInput {
   scheduledAt?: Date | string | null;
   /** Runs the job at every tick, e.g. { cron: '0 9 * * 1-5', timezone: 'Europe/Berlin' } (timezone default 'UTC'); null removes it. Not with scheduledAt. */
   schedule?: { cron: string; timezone?: string } | null;
+  /** Instead of targetIds: the targets are chosen by tags and name when the job executes; null removes it. */
+  targetSelector?: TargetSelector | null;
+  /** The values it takes at execute time; replaced whole on update. */
+  parameters?: Array<Partial<Parameter> & { name: string }> | null;
 }
 
 export interface TargetInput {
@@ -494,7 +526,10 @@ export class JobsResource {
   update(jobRef: JobRef, fields: Partial<JobInput>): Promise<Job>;
   /** Archive: it leaves lists and cannot run; its executions stay addressable. */
   delete(jobRef: JobRef): Promise<void>;
-  execute(jobRef: JobRef, options?: { targetIds?: number[]; idempotencyKey?: string }): Promise<Execution>;
+  execute(
+    jobRef: JobRef,
+    options?: { targetIds?: number[]; idempotencyKey?: string; targetSelector?: TargetSelector; parameters?: Record<string, string> },
+  ): Promise<Execution>;
   executions(jobRef: JobRef, options?: { limit?: number; offset?: number }): Promise<Execution[]>;
   iterExecutions(jobRef: JobRef, options?: { pageSize?: number }): AsyncGenerator<Execution, void, undefined>;
 }

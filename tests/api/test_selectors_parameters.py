@@ -274,3 +274,25 @@ def test_a_job_without_declarations_refuses_values(client, operator, fleet):
     assert_error(client.post(f"/api/jobs/{job['id']}/execute", json={"parameters": {"A": "1"}}, headers=operator),
                  422, "validation_error", "parameters.A")
     assert _execute(client, operator, job, {"parameters": {}})["parameters"] == {}
+
+
+def test_a_retry_runs_with_its_parents_values(client, operator, declared_job, db):
+    from common.models import Job
+    from common.services import executions as svc
+    from common.services.parameters import copy_parameters
+
+    first = _execute(client, operator, declared_job, {"parameters": {"VERSION": "1.2", "TOKEN": SECRET}})
+    with db.session() as session:
+        parent = session.scalar(select(Execution).where(Execution.execution_serial == first["execution_serial"]))
+        job = session.get_one(Job, parent.job_id)
+        retry = svc.start_execution(session, job, role="operator", target_ids=[declared_job["target_ids"][0]],
+                                    trigger="retry", retry_of=parent)
+        assert retry.parameters == parent.parameters and retry.secret_parameters == parent.secret_parameters
+        copied = Execution()
+        copy_parameters(parent, copied)
+        assert (copied.parameters, copied.secret_parameters) == (parent.parameters, parent.secret_parameters)
+        # values given anew are bound afresh, as an execute does
+        again = svc.start_execution(session, job, role="operator", target_ids=[declared_job["target_ids"][0]],
+                                    trigger="retry", retry_of=parent, parameters={"VERSION": "2", "TOKEN": "t"},
+                                    box=SecretBox(FERNET_SECRET))
+        assert again.parameters["VERSION"] == "2"

@@ -356,6 +356,38 @@ def test_job_execute_and_executions(admin, seeded):
     assert len(every) >= 2
 
 
+def test_selector_and_parameters_are_sent_shown_and_reach_the_actions(admin):
+    tag = unique("py-sel")
+    chosen = admin.targets.create(unique("py-sel-a"), connection="local", tags=[tag, "py"])
+    admin.targets.create(unique("py-sel-b"), connection="local", tags=["py"])
+    show = 'printf "%s|%s|%s" "$OC_PARAM_VERSION" "$OC_PARAM_BUILD_2" "$OC_PARAM_KEY"'
+    job = admin.jobs.create(unique("py-params"), [
+        {"action_type": "command", "action_name": "show", "action_parameters": {"command": show}}],
+        target_selector={"tags_all": [tag]},
+        parameters=[{"name": "VERSION", "required": True, "pattern": r"[0-9.]+"},
+                    {"name": "BUILD_2", "default": "b2"}, {"name": "KEY", "secret": True}])
+    assert job.target_ids == [] and job.target_selector.tags_all == [tag]
+    assert [p.name for p in job.parameters] == ["VERSION", "BUILD_2", "KEY"] and job.parameters[2].secret
+    with pytest.raises(ValidationError) as bad:
+        admin.jobs.execute(job.job_serial, parameters={"VERSION": "one"})
+    assert bad.value.details["field"] == "parameters.VERSION"
+    execution = admin.jobs.execute(job.job_serial, parameters={"VERSION": "1.2", "KEY": "$(id) 's3cret'"})
+    assert execution.target_selector.tags_all == [tag]
+    assert [b.target_id for b in execution.branches] == [chosen.id]
+    assert execution.parameters.to_dict() == {"VERSION": "1.2", "BUILD_2": "b2", "KEY": "****"}
+    done = admin.executions.wait(execution.execution_serial, timeout=30)
+    assert done.status == "completed", done
+    branch = admin.executions.get_branch(done.branches[0].branch_serial)
+    assert branch.steps[0].stdout == "1.2|b2|$(id) 's3cret'"
+    # the execute body's selector overrides the job's, and ids override a selector
+    other = admin.jobs.execute(job.job_serial, target_selector={"tags_any": ["py"], "name": "py-sel-*"},
+                               parameters={"VERSION": "2"})
+    assert len(other.branches) == 2
+    assert admin.executions.wait(other.execution_serial, timeout=30).status == "completed"
+    updated = admin.jobs.update(job.id, target_ids=[chosen.id], parameters=[])
+    assert updated.target_selector is None and updated.parameters == []
+
+
 def test_viewer_cannot_create_jobs(sdk_server, users_by_role, seeded):
     viewer = client_for(sdk_server, *users_by_role["viewer"])
     with pytest.raises(Forbidden):

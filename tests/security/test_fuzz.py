@@ -240,12 +240,35 @@ def _map_schedule(schedule: dict[str, Any]) -> None:
         schedule["timezone"] = ZONES[_digest(schedule["timezone"]) % len(ZONES)]
 
 
+def _map_declarations(declared: list[Any]) -> None:
+    """Parameter declarations as the API takes them (their descriptions say so): unique names, no pattern (no
+    schema says which text compiles), no default on a secret; none required, so any job runs with none given."""
+    names: set[str] = set()
+    for decl in list(declared):
+        name = decl.get("name").strip() if isinstance(decl, dict) and isinstance(decl.get("name"), str) else None
+        if name is None or name in names:  # the API strips names: " A" and "A" are one
+            declared.remove(decl)
+            continue
+        names.add(name)
+        decl.pop("pattern", None)
+        decl["required"] = False
+        if decl.get("secret"):
+            decl.pop("default", None)
+
+
 def _map_body(state: dict[str, Any], path: str, body: dict[str, Any]) -> None:
     """Give a schema-valid body what only the platform's state decides."""
     ids = state["target_ids"]
     if "target_ids" in body or path == "/api/jobs":  # existing live targets, each once, never none: every job
         given = body.get("target_ids") or [0]  # can run without naming its targets
         body["target_ids"] = list(dict.fromkeys(_like(v, ids[_digest(v) % len(ids)]) for v in given))
+    if body.get("target_selector") is not None:  # ids or a selector, one that selects the seeded live targets
+        body.pop("target_ids", None)
+        body["target_selector"] = {"name": "fuzz-testnet-?"}
+    if isinstance(body.get("parameters"), list):
+        _map_declarations(body["parameters"])
+    elif path.endswith("/execute"):  # no job the fuzzer may execute asks for values
+        body.pop("parameters", None)
     if body.get("scheduled_at") is not None:
         body["scheduled_at"] = _future(body["scheduled_at"])
     if isinstance(body.get("schedule"), dict):

@@ -14,11 +14,20 @@ function isPlainObject(value) {
   return proto === Object.prototype || proto === null;
 }
 
+// Objects whose keys are the user's own names, kept as written: an execution's parameter values
+// ({ VERSION: '1.2', BUILD_2: 'x' }) would otherwise go out as `version` and come back as `BUILD2`.
+const VERBATIM_KEYS = new Set(['parameters']);
+
 function convert(value, keyFn, leaf) {
   if (Array.isArray(value)) return value.map((item) => convert(item, keyFn, leaf));
   if (isPlainObject(value)) {
     const out = {};
-    for (const [key, item] of Object.entries(value)) out[keyFn(key)] = convert(item, keyFn, leaf);
+    for (const [key, item] of Object.entries(value)) {
+      const name = keyFn(key);
+      out[name] = VERBATIM_KEYS.has(name) && isPlainObject(item)
+        ? Object.fromEntries(Object.entries(item).map(([k, v]) => [k, leaf ? leaf(v) : v]))
+        : convert(item, keyFn, leaf);
+    }
     return out;
   }
   return leaf ? leaf(value) : value;

@@ -142,6 +142,9 @@ export class TargetsResource extends ArchivableResource {
  * list({ page, perPage, sort, order, status, name, jobType });
  * create({ name, actions: [{ actionType, actionName, actionParameters: { command } }], targetIds?, description?, jobType?, scheduledAt?, schedule? })
  * (schedule: { cron: '0 9 * * 1-5', timezone?: 'Europe/Berlin' }; update(ref, { schedule: null }) removes it)
+ * targetSelector?: { tagsAll?, tagsAny?, name?: 'web-*' } instead of targetIds, resolved when it executes;
+ * parameters?: [{ name: 'VERSION', required?, default?, secret?, pattern?, description? }], seen by its actions
+ * as OC_PARAM_<NAME> environment variables
  */
 export class JobsResource extends ArchivableResource {
   static path = '/jobs';
@@ -149,11 +152,17 @@ export class JobsResource extends ArchivableResource {
   /**
    * Start an execution (on `targetIds`, default the job's own); resolves to it with its branches. With
    * `idempotencyKey` (1-255 printable ASCII characters) the call is safe to repeat: the same key for the same
-   * request within 24 hours resolves to the execution the first call made.
+   * request within 24 hours resolves to the execution the first call made. `targetSelector` (not with
+   * `targetIds`: { tagsAll, tagsAny, name }) overrides the job's targets the same way; `parameters` gives the
+   * values of the job's declared parameters ({ VERSION: '1.2' }: names as declared, string values).
    */
-  execute(jobRef, { targetIds, idempotencyKey } = {}) {
+  execute(jobRef, { targetIds, idempotencyKey, targetSelector, parameters } = {}) {
+    const body = {};
+    if (targetIds) body.targetIds = targetIds;
+    if (targetSelector) body.targetSelector = targetSelector;
+    if (parameters) body.parameters = parameters;
     return this._http.json('POST', this._item(jobRef, '/execute'),
-      { body: targetIds ? { targetIds } : {}, headers: idempotencyHeaders(idempotencyKey) });
+      { body, headers: idempotencyHeaders(idempotencyKey) });
   }
 
   /** The job's executions with their branches, newest first: { limit (1..500, default 50), offset }. */

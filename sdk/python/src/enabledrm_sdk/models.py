@@ -14,10 +14,10 @@ from datetime import datetime, timezone
 from typing import Any, ClassVar, Dict, Generic, Iterator, List, Mapping, Optional, Type, TypeVar, Union, overload
 
 __all__ = [
-    "ApiObject", "Token", "User", "Credential", "Target", "Action", "Schedule", "Job", "Branch", "Step",
-    "BranchTarget", "BranchDetail", "ExecutionJob", "Execution", "SearchResult", "SearchResults", "BulkItem",
-    "BulkResult", "RecentBranch", "TargetPerformance", "TargetHistoryItem", "TargetHistory", "AnalyticsBucket",
-    "ExecutionAnalytics", "TargetMetrics", "JobMetrics", "Pagination", "Page", "Event", "parse_time",
+    "ApiObject", "Token", "User", "Credential", "Target", "Action", "Schedule", "TargetSelector", "Parameter", "Job",
+    "Branch", "Step", "BranchTarget", "BranchDetail", "ExecutionJob", "Execution", "SearchResult", "SearchResults",
+    "BulkItem", "BulkResult", "RecentBranch", "TargetPerformance", "TargetHistoryItem", "TargetHistory",
+    "AnalyticsBucket", "ExecutionAnalytics", "TargetMetrics", "JobMetrics", "Pagination", "Page", "Event", "parse_time",
     "TERMINAL_EXECUTION_STATUSES", "TERMINAL_BRANCH_STATUSES",
 ]
 
@@ -235,6 +235,25 @@ class Schedule(ApiObject):
     timezone: str  # an IANA name; ticks follow its wall clock
 
 
+class TargetSelector(ApiObject):
+    """Targets chosen by tags and a name glob when the job executes (each part optional, at least one)."""
+
+    tags_all: Optional[List[str]]  # a target carries every one of these
+    tags_any: Optional[List[str]]  # ... and at least one of these
+    name: Optional[str]  # ... and its name matches this glob (`*`, `?`; case-insensitive)
+
+
+class Parameter(ApiObject):
+    """A value the job's actions get as the environment variable OC_PARAM_<name>."""
+
+    name: str
+    required: bool
+    default: Optional[str]
+    secret: bool  # stored encrypted, shown as "****" on executions
+    pattern: Optional[str]  # a regular expression the whole value must match
+    description: Optional[str]
+
+
 class Job(ApiObject):
     id: int
     job_uuid: str
@@ -250,9 +269,11 @@ class Job(ApiObject):
     next_run_at: Optional[str]  # the schedule's next tick (UTC)
     actions: List[Action]
     target_ids: List[int]
+    target_selector: Optional[TargetSelector]  # set instead of target_ids
+    parameters: List[Parameter]
     execution_count: int
     archived_at: Optional[str]
-    _nested = {"actions": Action, "schedule": Schedule}
+    _nested = {"actions": Action, "schedule": Schedule, "target_selector": TargetSelector, "parameters": Parameter}
 
 
 # --------------------------------------------------------------------------------------- executions
@@ -322,10 +343,12 @@ class Execution(ApiObject):
     started_at: str
     completed_at: Optional[str]
     branches: List[Branch]
+    target_selector: Optional[TargetSelector]  # the selector its targets were chosen by (None: by id)
+    parameters: Dict[str, str]  # the values it runs with; secret ones as "****"
     retry_of: Optional[str]  # the execution serial a retry re-runs
     retries: List[str]  # serials of this execution's retries, oldest first
     job: ExecutionJob  # present on lookups by serial
-    _nested = {"branches": Branch, "job": ExecutionJob}
+    _nested = {"branches": Branch, "job": ExecutionJob, "target_selector": TargetSelector}
 
     @property
     def finished(self) -> bool:

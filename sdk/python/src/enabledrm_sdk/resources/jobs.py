@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from enabledrm_sdk._transport import segment
 from enabledrm_sdk.models import Execution, Job, Page
@@ -34,20 +34,30 @@ class JobsResource(Resource):
     def create(self, name: str, actions: Sequence[Mapping[str, Any]], *, target_ids: Optional[Sequence[int]] = None,
                description: Optional[str] = None, job_type: Optional[str] = None,
                scheduled_at: Union[datetime, str, None] = None, schedule: Optional[Mapping[str, str]] = None,
-               **fields: Any) -> Job:
+               target_selector: Optional[Mapping[str, Any]] = None,
+               parameters: Optional[Sequence[Mapping[str, Any]]] = None, **fields: Any) -> Job:
         """Create a job. Each action: ``{"action_type": "command", "action_name": ...,
         "action_parameters": {"command": ...}}`` (or ``"script"`` with ``script`` and an optional
         ``interpreter``), optionally ``timeout_seconds`` and ``continue_on_error``. A future
         ``scheduled_at`` (aware datetime or RFC 3339 string) makes it run once by itself; a ``schedule``
         (``{"cron": "*/5 * * * *", "timezone": "Europe/Berlin"}``, timezone optional, default UTC) at
-        every tick. ``update(ref, schedule=None)`` removes a schedule."""
+        every tick. ``update(ref, schedule=None)`` removes a schedule.
+
+        ``target_selector`` instead of ``target_ids`` picks the targets when the job executes:
+        ``{"tags_all": [...], "tags_any": [...], "name": "web-*"}`` (any non-empty combination).
+        ``parameters`` declares the values it takes at execute time, each
+        ``{"name": "VERSION", "required": True, "default": None, "secret": False, "pattern": "^[0-9.]+$"}``;
+        its actions see them as environment variables ``OC_PARAM_<NAME>``."""
         return Job(self._t.json("POST", "/jobs", json=body(
             fields, name=name, actions=list(actions), target_ids=list(target_ids) if target_ids is not None else None,
             description=description, job_type=job_type, scheduled_at=scheduled_at,
-            schedule=dict(schedule) if schedule is not None else None)))
+            schedule=dict(schedule) if schedule is not None else None,
+            target_selector=dict(target_selector) if target_selector is not None else None,
+            parameters=[dict(p) for p in parameters] if parameters is not None else None)))
 
     def update(self, job_ref: JobRef, **fields: Any) -> Job:
-        """Change fields; ``actions`` and ``target_ids`` are replaced whole."""
+        """Change fields; ``actions``, ``target_ids`` and ``parameters`` are replaced whole. Setting
+        ``target_selector`` clears ``target_ids`` and the other way round."""
         return Job(self._t.json("PATCH", f"/jobs/{segment(job_ref)}", json=dict(fields)))
 
     def delete(self, job_ref: JobRef) -> None:
@@ -55,11 +65,18 @@ class JobsResource(Resource):
         self._t.json("DELETE", f"/jobs/{segment(job_ref)}")
 
     def execute(self, job_ref: JobRef, target_ids: Optional[Sequence[int]] = None, *,
-                idempotency_key: Optional[str] = None) -> Execution:
+                idempotency_key: Optional[str] = None, target_selector: Optional[Mapping[str, Any]] = None,
+                parameters: Optional[Mapping[str, str]] = None) -> Execution:
         """Start an execution (on ``target_ids``, default the job's own); returns it with its branches.
         With ``idempotency_key`` (1-255 printable ASCII characters) the call is safe to repeat: the same
-        key for the same request within 24 hours returns the execution the first call made."""
-        payload = {"target_ids": list(target_ids)} if target_ids is not None else {}
+        key for the same request within 24 hours returns the execution the first call made.
+        ``target_selector`` (not with ``target_ids``) overrides the job's targets the same way;
+        ``parameters`` gives the values of the job's declared parameters (strings)."""
+        payload: Dict[str, Any] = {"target_ids": list(target_ids)} if target_ids is not None else {}
+        if target_selector is not None:
+            payload["target_selector"] = dict(target_selector)
+        if parameters is not None:
+            payload["parameters"] = dict(parameters)
         return Execution(self._t.json("POST", f"/jobs/{segment(job_ref)}/execute", json=payload,
                                       headers=idempotency_headers(idempotency_key)))
 
