@@ -6,8 +6,13 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import update
 
+from common.broker import LossWitness
+from common.cron import next_tick
+from common.models import Job, utcnow
 from tests.api.conftest import assert_error, row_counts
+from worker.maintenance import Maintenance
 
 RFC3339_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
 EVERY_5 = {"cron": "*/5 * * * *", "timezone": "Europe/Berlin"}
@@ -142,3 +147,22 @@ def test_invalid_schedule_on_patch_changes_nothing(client, operator, target_ids)
     assert_error(client.patch(url, json={"schedule": {"cron": "*/5 * * * *", "timezone": "Nowhere/Land"}},
                               headers=operator), 422, "validation_error", "schedule.timezone")
     assert client.get(url, headers=operator).get_json()["schedule"] == EVERY_5
+
+
+def test_a_due_tick_fires_once_on_either_database(client, operator, target_ids, db, settings):
+    """The firing's conditional update on both databases (the embedded default runs SQLite): a tick hours
+    overdue fires once, and the next is the first tick after now."""
+    job = _create(client, operator, _body(target_ids, schedule={"cron": "* * * * *"}))
+    with db.session() as session:
+        session.execute(update(Job).where(Job.id == job["id"]).values(next_run_at=utcnow() - timedelta(hours=3)))
+    sent: list = []
+    loop = Maintenance(settings, db, None, lambda name, items: sent.append(items), LossWitness("memory://"))
+
+    start = utcnow()
+    assert [loop.fire_due_jobs(), loop.fire_due_jobs()] == [1, 0]
+
+    fetched = client.get(f"/api/jobs/{job['id']}", headers=operator).get_json()
+    assert (fetched["execution_count"], fetched["status"]) == (1, "running")
+    assert _time(fetched["next_run_at"]) in {next_tick("* * * * *", "UTC", moment) for moment in (start, utcnow())}
+    [execution] = client.get(f"/api/jobs/{job['id']}/executions", headers=operator).get_json()
+    assert execution["trigger"] == "schedule" and len(sent) == 1
