@@ -15,6 +15,8 @@ import httpx
 import psycopg2
 import redis
 
+from tests.processes import descendants
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -97,11 +99,19 @@ class Stack:
 
     def __exit__(self, *exc) -> None:
         if self.proc and self.proc.poll() is None:
+            # every process of the stack, not just honcho's group: a worker left behind would go on
+            # taking the next run's tasks from Redis database 12 and fail to claim them in its own database
+            tree = descendants(self.proc.pid)
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
+            for pid in descendants(self.proc.pid) + tree:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         if self.http is not None:
             self.http.close()
         if getattr(self, "log", None) is not None:

@@ -198,19 +198,26 @@ class Finisher(GroupCommit):
 
     @staticmethod
     def _after_finish(conn: Connection, finished: list[_Finish]) -> list[tuple[int, str]]:
-        """Budgets checked and freed slots handed on, committed; a failure leaves it to the sweep."""
+        """Budgets checked and freed slots handed on, once per execution and target of the batch, in
+        one transaction; a failure leaves it to the sweep."""
+        executions = {r.brakes.execution_id: r for r in reversed(finished) if r.brakes and r.brakes.execution_limited}
+        targets = sorted({r.brakes.target_id for r in finished if r.brakes and r.brakes.target_limited})
         released: list[tuple[int, str]] = []
-        for request in finished:
-            assert request.brakes is not None
-            try:
-                events, send = rollout.after_finish(conn, request.brakes)
-                conn.commit()
-            except Exception:
-                conn.rollback()
-                log.warning("rollout step failed branch_id=%s; the sweep does it", request.branch_id, exc_info=True)
-                continue
+        stopped: list[tuple[_Finish, list[svc.Event]]] = []
+        try:
+            for execution_id, request in sorted(executions.items()):
+                stopped.append((request, rollout.spend_budget(conn, execution_id)))
+                released += rollout.release(conn, execution_id=execution_id)
+            for target_id in targets:
+                released += rollout.release(conn, target_id=target_id)
+            conn.commit()
+        except Exception:
+            conn.rollback()
+            log.warning("rollout step failed for %d finished branches; the sweep does it", len(finished),
+                        exc_info=True)
+            return []
+        for request, events in stopped:  # published with the first of its execution's finishes in the batch
             request.events += events
-            released += send
         return released
 
     def _write_one(self, request: _Finish) -> None:

@@ -22,6 +22,7 @@ from common.db import Database, unavailable
 from common.events import publish_events
 from common.models import Execution, utcnow
 from common.services import executions as svc
+from common.services import rollout
 from common.services.dispatch import Send, dispatch_branches
 from common.task_names import KILL_ORPHAN
 
@@ -105,6 +106,11 @@ class Maintenance:
             sent += dispatch_branches(self.db, self.send, pending) if pending else 0
             if lost_at is None or len(pending) < BATCH:
                 break
+        with self.db.connection() as conn:  # slots a finisher died before handing on; lost branches' budgets
+            rolled, released = rollout.rebalance(conn)
+            conn.commit()
+        self.publish(rolled)
+        sent += dispatch_branches(self.db, self.send, released) if released else 0
         lost: list[svc.LostBranch] = []
         if self._heartbeats_current():
             with self.db.session() as session:
@@ -142,7 +148,7 @@ class Maintenance:
         for fire in firings:
             with self.db.session() as session:
                 execution, events = fire(session)
-                branches = [(b.id, b.queue) for b in execution.branches] if execution else []
+                branches = svc.dispatchable(execution) if execution else []
             if execution is None:
                 continue
             fired += 1

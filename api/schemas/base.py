@@ -84,11 +84,11 @@ class PageOut(BaseModel, Generic[T]):
 # a row id in a body: a JSON integer, never `true` or "7" coerced into one
 RowId = Annotated[int, Field(strict=True)]
 
-# rollout limits: a count ("10") or a percentage of the execution's branches ("25%")
-_LIMIT_PATTERN = r"^[0-9]{1,6}%?$"
-ConcurrencyLimit = Annotated[str, Field(pattern=_LIMIT_PATTERN, examples=["10", "25%"]),
+# rollout limits: a count ("10") or a percentage of the execution's branches ("25%"); the patterns
+# say exactly what check_limit accepts, so the OpenAPI document is the whole rule
+ConcurrencyLimit = Annotated[str, Field(pattern=r"^(?:[1-9][0-9]{0,5}|(?:[1-9][0-9]?|100)%)$", examples=["10", "25%"]),
                              AfterValidator(lambda v: check_limit(v, minimum=1))]
-ErrorLimit = Annotated[str, Field(pattern=_LIMIT_PATTERN, examples=["0", "5%"]),
+ErrorLimit = Annotated[str, Field(pattern=r"^(?:0|[1-9][0-9]{0,5}|(?:0|[1-9][0-9]?|100)%)$", examples=["0", "5%"]),
                        AfterValidator(lambda v: check_limit(v, minimum=0))]
 
 

@@ -98,8 +98,8 @@ def release(conn: Connection, *, execution_id: int | None = None, target_id: int
     if target_id is None:
         row = conn.execute(select(_E.c.max_concurrency, _E.c.stop_reason, _E.c.status)
                            .where(_E.c.id == execution_id)).one()
-        if row.status != "running" or row.stop_reason is not None:
-            return []
+        if row.status != "running" or row.stop_reason is not None or row.max_concurrency is None:
+            return []  # nothing of it is held by the execution (a target's limit holds its own)
         total = conn.execute(select(func.count()).where(_B.c.execution_id == execution_id)).scalar_one()
         limit = concurrency_limit(row.max_concurrency, total)
         scope = pick = _B.c.execution_id == execution_id
