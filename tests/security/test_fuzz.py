@@ -18,11 +18,11 @@ Nothing the fuzzer sends can run a command on this machine, three times over:
 
 Rules of state and time no schema can state (an id that exists, a time in the future; the document's
 descriptions say them) are met by mapping schema-valid cases into the platform's state: ids of existing
-targets and credentials, TEST-NET addresses, future times, an Idempotency-Key of its own for each distinct
-request (`_register_hooks`, loaded into the schemathesis process as its hooks file). Writes on the targets
-the mapped ids point at go to a spare target instead, so they stay live and enabled. Deleting a job or
-target archives it, and its history stays addressable by design (SPEC §5), so `use_after_free` is off for
-the reads of archivable resources.
+targets and credentials, TEST-NET addresses, future times, a finished execution to retry, an
+Idempotency-Key of its own for each distinct request (`_register_hooks`, loaded into the schemathesis
+process as its hooks file). Writes on the targets the mapped ids point at go to a spare target instead, so
+they stay live and enabled. Deleting a job or target archives it, and its history stays addressable by
+design (SPEC §5), so `use_after_free` is off for the reads of archivable resources.
 
 Bounded (FUZZ_EXAMPLES per operation, one seed) so it takes about a minute on two cores and is repeatable;
 OPSCONDUCTOR_FUZZ_EXAMPLES and OPSCONDUCTOR_FUZZ_SEED explore further, OPSCONDUCTOR_FUZZ_OUTPUT=FILE keeps
@@ -113,10 +113,20 @@ def _seed(base_url: str) -> dict[str, Any]:
             "actions": [{"action_type": "command", "action_name": "never-runs",
                          "action_parameters": {"command": "echo never-runs"}}]})
         call("POST", f"/api/jobs/{job['job_serial']}/execute", admin)
+        # a finished execution (cancelled while queued) for retries to start from (theirs stay queued too), of
+        # a job of its own that writes leave alone: archived, it would answer every retry 409
+        retried = call("POST", "/api/jobs", admin, json={
+            "name": "fuzz-retried", "target_ids": [t["id"] for t in kept],
+            "actions": [{"action_type": "command", "action_name": "never-runs",
+                         "action_parameters": {"command": "echo never-runs"}}]})
+        finished = call("POST", f"/api/jobs/{retried['job_serial']}/execute", admin)["execution_serial"]
+        call("POST", f"/api/executions/serial/{finished}/cancel", admin)
         tokens = call("POST", "/api/auth/login", json={"username": "fuzzer", "password": OPERATOR_PASSWORD})
     return {"access_token": tokens["access_token"], "refresh_token": tokens["refresh_token"],
             "credential_id": credential_id, "target_ids": [t["id"] for t in kept],
-            "target_serials": [t["target_serial"] for t in kept], "spare_target": spare["target_serial"]}
+            "target_serials": [t["target_serial"] for t in kept], "spare_target": spare["target_serial"],
+            "finished_execution": finished, "retried_job": [str(retried["id"]), retried["job_serial"]],
+            "seed_job": job["job_serial"]}
 
 
 def _toml(value: Any) -> str:
@@ -303,7 +313,13 @@ def _register_hooks() -> None:
         if method != "GET" and path.startswith("/api/targets/{target_ref}") and ref is not None:
             if str(ref).lstrip("0") in kept or str(ref) in kept:  # the targets mapped ids point at stay as they are
                 case.path_parameters["target_ref"] = state["spare_target"]
+        job_ref = (case.path_parameters or {}).get("job_id")
+        if method != "GET" and path == "/api/jobs/{job_id}" and job_ref is not None \
+                and (str(job_ref).lstrip("0") in state["retried_job"] or str(job_ref) in state["retried_job"]):
+            case.path_parameters["job_id"] = state["seed_job"]  # the retried execution's job stays live
         meta = case.meta
+        if meta is not None and meta.generation.mode.is_positive and path.endswith("/retry"):
+            case.path_parameters["execution_serial"] = state["finished_execution"]  # one that can be retried
         if meta is not None and meta.generation.mode.is_positive and isinstance(case.body, dict):
             _map_body(state, path, case.body)
         if meta is not None and meta.generation.mode.is_positive and case.headers \
