@@ -486,6 +486,25 @@ def test_retry_reruns_only_what_failed_and_keys_make_calls_safe_to_repeat(admin)
     shutil.rmtree(lock, ignore_errors=True)
 
 
+def test_a_running_execution_cannot_be_retried(admin):
+    target = admin.targets.create(unique("py-local-sleep"), connection="local")
+    job = admin.jobs.create(unique("py-sleep"), [{"action_type": "command", "action_name": "sleep",
+                                                  "action_parameters": {"command": "sleep 30"}}],
+                            target_ids=[target.id])
+    execution = admin.jobs.execute(job.id)
+    with pytest.raises(Conflict) as running:
+        admin.executions.retry(execution.execution_serial)
+    assert "still running" in running.value.message
+    admin.executions.cancel(execution.execution_serial)
+    admin.executions.wait(execution.execution_serial, timeout=20, poll_interval=0.1)
+    retry = admin.executions.retry(execution.execution_serial)
+    assert retry.retry_of == execution.execution_serial
+    admin.executions.cancel(retry.execution_serial)
+    with pytest.raises(ValidationError) as bad:
+        admin.executions.retry(execution.execution_serial, only="some")
+    assert bad.value.details["field"] == "only"
+
+
 def test_live_events_for_an_execution(admin, seeded):
     job_serial = seeded["job"].job_serial
     with admin.executions.events(job_serial=job_serial, timeout=20) as stream:
