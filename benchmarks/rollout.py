@@ -69,7 +69,7 @@ def concurrency_cost(app: Stack, branches: int, rounds: int) -> tuple[float, flo
 def exclusive_handoff(app: Stack, queued: int) -> tuple[list[float], float, float]:
     host = app.post("/api/targets", {"name": "exclusive", "connection": "local", "max_concurrent_runs": 1})
     idle = _cpu_rate(app, 5.0)
-    blocker = _job(app, "blocker", [host["id"]], command="sleep 8")
+    blocker = _job(app, "blocker", [host["id"]], command="sleep 25")  # outlasts queuing and measuring
     quick = _job(app, "quick", [host["id"]])
     app.post(f"/api/jobs/{blocker['job_serial']}/execute")
     serials = [app.post(f"/api/jobs/{quick['job_serial']}/execute")["execution_serial"] for _ in range(queued)]

@@ -109,6 +109,7 @@ export interface Target {
   queue: string;
   enabled: boolean;
   description: string | null;
+  maxConcurrentRuns: number | null;
   hostKeyFingerprint: string | null;
   createdAt: Timestamp;
   updatedAt: Timestamp;
@@ -233,6 +234,9 @@ export interface Execution {
   parameters: Record<string, string>;
   /** The execution serial a retry re-runs (trigger 'retry'); null otherwise. */
   retryOf: string | null;
+  maxConcurrency: string | null;
+  maxErrors: string | null;
+  stopReason: string | null;
   /** Serials of this execution's retries, oldest first. */
   retries: string[];
   /** Present on lookups by serial. */
@@ -528,7 +532,7 @@ export class JobsResource {
   delete(jobRef: JobRef): Promise<void>;
   execute(
     jobRef: JobRef,
-    options?: { targetIds?: number[]; idempotencyKey?: string; targetSelector?: TargetSelector; parameters?: Record<string, string> },
+    options?: { targetIds?: number[]; idempotencyKey?: string; targetSelector?: TargetSelector; parameters?: Record<string, string>; maxConcurrency?: string; maxErrors?: string },
   ): Promise<Execution>;
   executions(jobRef: JobRef, options?: { limit?: number; offset?: number }): Promise<Execution[]>;
   iterExecutions(jobRef: JobRef, options?: { pageSize?: number }): AsyncGenerator<Execution, void, undefined>;

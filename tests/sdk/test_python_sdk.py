@@ -486,6 +486,24 @@ def test_retry_reruns_only_what_failed_and_keys_make_calls_safe_to_repeat(admin)
     shutil.rmtree(lock, ignore_errors=True)
 
 
+def test_rollout_brakes_through_the_sdk(admin):
+    """max_errors "0" with max_concurrency "1": the first failure skips every branch not yet started."""
+    targets = [admin.targets.create(unique("py-rollout"), connection="local", max_concurrent_runs=1)
+               for _ in range(3)]
+    assert targets[0].max_concurrent_runs == 1
+    job = admin.jobs.create(unique("py-rollout"), [{"action_type": "command", "action_name": "fail",
+                                                    "action_parameters": {"command": "exit 7"}}],
+                            target_ids=[t.id for t in targets])
+    started = admin.jobs.execute(job.job_serial, max_concurrency="1", max_errors="0")
+    assert (started.max_concurrency, started.max_errors, started.stop_reason) == ("1", "0", None)
+    done = admin.executions.wait(started.execution_serial, timeout=30, poll_interval=0.1)
+    assert done.status == "failed" and "rollout stopped" in done.stop_reason
+    assert sorted(b.status for b in done.branches) == ["failed", "skipped", "skipped"]
+    with pytest.raises(ValidationError) as bad:
+        admin.jobs.execute(job.job_serial, max_concurrency="0")
+    assert "max_concurrency" in str(bad.value.details)
+
+
 def test_a_running_execution_cannot_be_retried(admin):
     target = admin.targets.create(unique("py-local-sleep"), connection="local")
     job = admin.jobs.create(unique("py-sleep"), [{"action_type": "command", "action_name": "sleep",

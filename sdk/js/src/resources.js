@@ -156,11 +156,13 @@ export class JobsResource extends ArchivableResource {
    * `targetIds`: { tagsAll, tagsAny, name }) overrides the job's targets the same way; `parameters` gives the
    * values of the job's declared parameters ({ VERSION: '1.2' }: names as declared, string values).
    */
-  execute(jobRef, { targetIds, idempotencyKey, targetSelector, parameters } = {}) {
+  execute(jobRef, { targetIds, idempotencyKey, targetSelector, parameters, maxConcurrency, maxErrors } = {}) {
     const body = {};
     if (targetIds) body.targetIds = targetIds;
     if (targetSelector) body.targetSelector = targetSelector;
     if (parameters) body.parameters = parameters;
+    if (maxConcurrency !== undefined) body.maxConcurrency = maxConcurrency;
+    if (maxErrors !== undefined) body.maxErrors = maxErrors;
     return this._http.json('POST', this._item(jobRef, '/execute'),
       { body, headers: idempotencyHeaders(idempotencyKey) });
   }

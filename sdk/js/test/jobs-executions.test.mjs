@@ -183,6 +183,21 @@ describe('executions', () => {
     await assert.rejects(admin.executions.retry(first.executionSerial, { only: 'some' }), (e) => e instanceof ValidationError && e.details.field === 'only');
   });
 
+  it('brakes a rollout: max_concurrency, max_errors, an exclusive target', async () => {
+    const targets = [];
+    for (let i = 0; i < 3; i += 1) targets.push(await admin.targets.create({ name: unique('js-rollout'), connection: 'local', maxConcurrentRuns: 1 }));
+    assert.equal(targets[0].maxConcurrentRuns, 1);
+    const job = await admin.jobs.create({ name: unique('js-rollout'), targetIds: targets.map((t) => t.id), actions: [{ actionType: 'command', actionName: 'fail', actionParameters: { command: 'exit 7' } }] });
+    const started = await admin.jobs.execute(job.jobSerial, { maxConcurrency: '1', maxErrors: '0' });
+    assert.equal(started.maxConcurrency, '1');
+    assert.equal(started.maxErrors, '0');
+    const done = await admin.executions.wait(started.executionSerial, { timeout: 30000, pollInterval: 100 });
+    assert.equal(done.status, 'failed');
+    assert.match(done.stopReason, /rollout stopped/);
+    assert.deepEqual(done.branches.map((b) => b.status).sort(), ['failed', 'skipped', 'skipped']);
+    await assert.rejects(admin.jobs.execute(job.jobSerial, { maxConcurrency: '0' }), (e) => e instanceof ValidationError);
+  });
+
   it('refuses to retry a running execution', async () => {
     const target = await admin.targets.create({ name: unique('js-local-sleep'), connection: 'local' });
     const job = await admin.jobs.create({ name: unique('js-sleep'), targetIds: [target.id], actions: [{ actionType: 'command', actionName: 'sleep', actionParameters: { command: 'sleep 30' } }] });

@@ -171,6 +171,7 @@ class Target(ApiObject):
     tags: List[str]
     queue: str
     enabled: bool
+    max_concurrent_runs: Optional[int]  # branches of any execution at once (None: no limit; 1: exclusive)
     description: Optional[str]
     host_key_fingerprint: Optional[str]
     created_at: str
@@ -347,6 +348,9 @@ class Execution(ApiObject):
     parameters: Dict[str, str]  # the values it runs with; secret ones as "****"
     retry_of: Optional[str]  # the execution serial a retry re-runs
     retries: List[str]  # serials of this execution's retries, oldest first
+    max_concurrency: Optional[str]  # the rollout's limits as given ("10", "25%"), None: none
+    max_errors: Optional[str]
+    stop_reason: Optional[str]  # why the rollout stopped starting branches (its error budget was spent)
     job: ExecutionJob  # present on lookups by serial
     _nested = {"branches": Branch, "job": ExecutionJob, "target_selector": TargetSelector}
 

@@ -66,17 +66,23 @@ class JobsResource(Resource):
 
     def execute(self, job_ref: JobRef, target_ids: Optional[Sequence[int]] = None, *,
                 idempotency_key: Optional[str] = None, target_selector: Optional[Mapping[str, Any]] = None,
-                parameters: Optional[Mapping[str, str]] = None) -> Execution:
+                parameters: Optional[Mapping[str, str]] = None, max_concurrency: Optional[str] = None,
+                max_errors: Optional[str] = None) -> Execution:
         """Start an execution (on ``target_ids``, default the job's own); returns it with its branches.
         With ``idempotency_key`` (1-255 printable ASCII characters) the call is safe to repeat: the same
         key for the same request within 24 hours returns the execution the first call made.
         ``target_selector`` (not with ``target_ids``) overrides the job's targets the same way;
-        ``parameters`` gives the values of the job's declared parameters (strings)."""
+        ``parameters`` gives the values of the job's declared parameters (strings). ``max_concurrency``
+        and ``max_errors`` ("10" or "25%") brake the rollout: at most that many branches at once, and
+        once more branches than ``max_errors`` have failed, the rest end skipped."""
         payload: Dict[str, Any] = {"target_ids": list(target_ids)} if target_ids is not None else {}
         if target_selector is not None:
             payload["target_selector"] = dict(target_selector)
         if parameters is not None:
             payload["parameters"] = dict(parameters)
+        for name, value in (("max_concurrency", max_concurrency), ("max_errors", max_errors)):
+            if value is not None:
+                payload[name] = value
         return Execution(self._t.json("POST", f"/jobs/{segment(job_ref)}/execute", json=payload,
                                       headers=idempotency_headers(idempotency_key)))
 

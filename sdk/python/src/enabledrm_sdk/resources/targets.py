@@ -31,7 +31,8 @@ class TargetsResource(Resource):
 
     def create(self, name: str, **fields: Any) -> Target:
         """Register a target. Fields: ip_address or hostname, port, credential_id,
-        connection ("ssh" | "local"; local is admin only), tags, queue, enabled, description."""
+        connection ("ssh" | "local"; local is admin only), tags, queue, enabled, description,
+        max_concurrent_runs (branches of any execution at once; 1: exclusive)."""
         return Target(self._t.json("POST", "/targets", json=body(fields, name=name)))
 
     def update(self, target_ref: TargetRef, **fields: Any) -> Target:
