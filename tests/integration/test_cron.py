@@ -155,11 +155,12 @@ def test_a_tick_that_cannot_start_is_spent_and_shows_failed(engine_settings, eng
 def test_a_beat_fires_a_cron_job_that_a_worker_runs_on_sshd(api, engine_db, ssh_targets, start_celery,
                                                             default_worker):
     beats = [start_celery("beat"), start_celery("beat")]
+    # fired now rather than at the next minute: a tick a moment ago, not too close to the one after it
+    # (waited for before the job exists, so its own first tick cannot come while the test forces one)
+    _wait_clear_of_a_minute_boundary(margin=25)
     job = api.job([command("tick", "echo cron-tick")], [ssh_targets[0]["id"]], schedule=EVERY_MINUTE)
     try:
         assert job["status"] == "scheduled" and job["schedule"] == EVERY_MINUTE
-        # fired now rather than at the next minute: a tick a moment ago, not too close to the one after it
-        _wait_clear_of_a_minute_boundary(margin=25)
         forced = utcnow() - timedelta(seconds=1)
         _set_next_run_at(engine_db, job["id"], forced)
 
