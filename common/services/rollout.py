@@ -95,28 +95,28 @@ def release(conn: Connection, *, execution_id: int | None = None, target_id: int
     """Mark as dispatched as many held branches as free slots allow, oldest first: of an execution
     (its max_concurrency), or on a target (its max_concurrent_runs; with ``execution_id`` too, only
     that execution's branches, for its start). The caller commits, then sends them."""
+    in_flight = (_B.c.status == _RUNNING) | ((_B.c.status == _QUEUED) & _B.c.dispatched_at.is_not(None))
     if target_id is None:
         row = conn.execute(select(_E.c.max_concurrency, _E.c.stop_reason, _E.c.status)
                            .where(_E.c.id == execution_id)).one()
         if row.status != "running" or row.stop_reason is not None or row.max_concurrency is None:
             return []  # nothing of it is held by the execution (a target's limit holds its own)
-        total = conn.execute(select(func.count()).where(_B.c.execution_id == execution_id)).scalar_one()
-        limit = concurrency_limit(row.max_concurrency, total)
         scope = pick = _B.c.execution_id == execution_id
+        total, busy = conn.execute(select(func.count(), func.count().filter(in_flight)).where(scope)).one()
+        limit = concurrency_limit(row.max_concurrency, total)
         order = [_B.c.branch_number]
     else:
         limit = conn.execute(select(_T.c.max_concurrent_runs).where(_T.c.id == target_id)).scalar()
         scope = _B.c.target_id == target_id
         pick = scope if execution_id is None else scope & (_B.c.execution_id == execution_id)
+        busy = conn.execute(select(func.count()).where(scope, in_flight)).scalar_one() if limit is not None else 0
         order = [_B.c.queued_at, _B.c.id]
     query = (select(_B.c.id, _B.c.queue).where(pick, _B.c.status == _QUEUED, _B.c.dispatched_at.is_(None))
              .order_by(*order))
     if limit is not None:
-        in_flight = (_B.c.status == _RUNNING) | ((_B.c.status == _QUEUED) & _B.c.dispatched_at.is_not(None))
-        free = limit - conn.execute(select(func.count()).where(scope, in_flight)).scalar_one()
-        if free <= 0:
+        if limit - busy <= 0:
             return []
-        query = query.limit(free)
+        query = query.limit(limit - busy)
     rows = conn.execute(query).all()
     if rows:
         conn.execute(update(_B).where(_B.c.id.in_([r.id for r in rows]), _B.c.status == _QUEUED)
@@ -131,18 +131,21 @@ def over_limits(conn: Connection, claimed: list[Brakes]) -> set[int]:
     over: set[int] = set()
     executions = sorted({b.execution_id for b in claimed if b.execution_limited})
     targets = sorted({b.target_id for b in claimed if b.target_limited})
-    if conn.dialect.name == "postgresql":
-        if executions:
-            conn.execute(select(_E.c.id).where(_E.c.id.in_(executions)).order_by(_E.c.id).with_for_update())
-        if targets:
-            conn.execute(select(_T.c.id).where(_T.c.id.in_(targets)).order_by(_T.c.id).with_for_update())
-    for execution_id in executions:
-        row = conn.execute(select(_E.c.max_concurrency).where(_E.c.id == execution_id)).one()
-        total = conn.execute(select(func.count()).where(_B.c.execution_id == execution_id)).scalar_one()
-        over |= _overflow(conn, _B.c.execution_id == execution_id, concurrency_limit(row.max_concurrency, total))
-    for target_id in targets:
-        limit = conn.execute(select(_T.c.max_concurrent_runs).where(_T.c.id == target_id)).scalar()
-        over |= _overflow(conn, _B.c.target_id == target_id, limit)
+    lock = conn.dialect.name == "postgresql"  # SQLite's writers are serialised already
+    if executions:
+        query = select(_E.c.id, _E.c.max_concurrency).where(_E.c.id.in_(executions)).order_by(_E.c.id)
+        capped = {row.id: row.max_concurrency for row in conn.execute(query.with_for_update() if lock else query)
+                  if row.max_concurrency is not None}  # an error budget alone limits no claim
+        if capped:
+            totals: dict[int, int] = dict(conn.execute(select(_B.c.execution_id, func.count())
+                                       .where(_B.c.execution_id.in_(capped)).group_by(_B.c.execution_id)).all())
+            for execution_id, spec in capped.items():
+                over |= _overflow(conn, _B.c.execution_id == execution_id,
+                                  concurrency_limit(spec, totals[execution_id]))
+    if targets:
+        query = select(_T.c.id, _T.c.max_concurrent_runs).where(_T.c.id.in_(targets)).order_by(_T.c.id)
+        for row in conn.execute(query.with_for_update() if lock else query).all():
+            over |= _overflow(conn, _B.c.target_id == row.id, row.max_concurrent_runs)
     return over
 
 

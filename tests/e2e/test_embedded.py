@@ -23,6 +23,7 @@ from tests.e2e.conftest import (
     wait_http_ready,
     ws_url,
 )
+from tests.integration.test_rollout import intervals, most_at_once
 from tests.sshd import wait_until
 
 pytestmark = pytest.mark.slow
@@ -194,18 +195,8 @@ def test_rollout_brakes_work_in_the_embedded_default(processes, workdir):
         execution = api.post(f"/api/jobs/{job['id']}/execute", {"max_concurrency": "2"})
         done = api.wait_execution_done(execution["execution_serial"], timeout=30)
         assert done["status"] == "completed", done
-        spans, starts = [], {}
-        for line in log.read_text().splitlines():
-            kind, moment, pid = line.split()
-            if kind == "start":
-                starts[pid] = float(moment)
-            else:
-                spans.append((starts.pop(pid), float(moment)))
-        edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
-        running, most = 0, 0
-        for _, step in edges:
-            running += step
-            most = max(most, running)
+        spans = intervals(log)
+        most = most_at_once(spans)
         assert len(spans) == 6 and most == 2, spans
 
         failing = api.post("/api/jobs", {"name": "failing", "target_ids": [t["id"] for t in targets],

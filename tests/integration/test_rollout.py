@@ -39,7 +39,8 @@ def _timed(timeline: Path, seconds: float, fail_on: str | None = None) -> dict:
                             f'echo "end $(date +%s.%N) {tag}" >> {timeline}{fail}')
 
 
-def _intervals(timeline: Path) -> list[tuple[float, float]]:
+def intervals(timeline: Path) -> list[tuple[float, float]]:
+    """(start, end) of each command from its `start|end <time> <tag>` lines."""
     starts: dict[str, float] = {}
     spans = []
     for line in timeline.read_text().splitlines():
@@ -52,7 +53,7 @@ def _intervals(timeline: Path) -> list[tuple[float, float]]:
     return spans
 
 
-def _most_at_once(spans: list[tuple[float, float]]) -> int:
+def most_at_once(spans: list[tuple[float, float]]) -> int:
     edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])  # an end sorts before a start
     running = most = 0
     for _, step in edges:
@@ -81,8 +82,8 @@ def test_max_concurrency_never_exceeded_and_the_next_starts_as_one_ends(api, eng
     assert body["max_concurrency"] == "2"
     done = wait_execution_done(engine_db, body["execution_serial"], timeout=30, logs=default_worker.log_tail)
     assert done.status == "completed", describe_execution(engine_db, body["execution_serial"])
-    spans = _intervals(timeline)
-    assert len(spans) == 6 and _most_at_once(spans) == 2, spans
+    spans = intervals(timeline)
+    assert len(spans) == 6 and most_at_once(spans) == 2, spans
     # no waves: with 2 slots and 6 equal commands the whole run takes about 3 commands' time
     assert max(e for _, e in spans) - min(s for s, _ in spans) < 3 * 0.6 + 2.0
 
@@ -92,7 +93,7 @@ def test_percentage_concurrency_and_a_job_default(api, engine_db, six_targets, t
     assert job["max_concurrency"] == "34%"
     body = api.execute(job["id"])  # 34% of 6 rounds up to 3
     wait_execution_done(engine_db, body["execution_serial"], timeout=30, logs=default_worker.log_tail)
-    assert _most_at_once(_intervals(timeline)) == 3
+    assert most_at_once(intervals(timeline)) == 3
 
 
 @pytest.mark.parametrize("failing, budget, skipped", [(1, "1", 0), (2, "1", 2)])
@@ -110,7 +111,7 @@ def test_max_errors_at_the_threshold_goes_on_and_one_more_stops_the_rollout(
     statuses = [(b.status, b.error_type) for b in branches]
     assert statuses.count(("failed", "command_failed")) == failing, statuses
     assert statuses.count(("skipped", "rollout_stopped")) == skipped, statuses
-    assert len(_intervals(timeline)) == 4 - skipped  # a skipped branch never ran
+    assert len(intervals(timeline)) == 4 - skipped  # a skipped branch never ran
     assert done.status == "failed"
     execution = execution_row(engine_db, serial)
     if skipped:
@@ -132,8 +133,8 @@ def test_an_exclusive_target_never_runs_two_executions_at_once(api, engine_db, s
     serials = [api.execute(job["id"])["execution_serial"] for job in jobs]
     for serial in serials:
         assert wait_execution_done(engine_db, serial, timeout=30, logs=default_worker.log_tail).status == "completed"
-    spans = sorted(_intervals(timeline))
-    assert len(spans) == 3 and _most_at_once(spans) == 1, spans
+    spans = sorted(intervals(timeline))
+    assert len(spans) == 3 and most_at_once(spans) == 1, spans
     # in arrival order: each execution's command started after the previous one's ended
     starts = [min(b.started_at for b in branch_rows(engine_db, s)) for s in serials]
     assert starts == sorted(starts)
