@@ -32,6 +32,7 @@ LIMIT = re.compile(r"^([0-9]{1,6})(%?)\Z", re.ASCII)
 _B, _E, _T = (cast(Table, m.__table__) for m in (Branch, Execution, Target))
 _QUEUED, _RUNNING = str(BranchStatus.QUEUED), str(BranchStatus.RUNNING)
 _ERRORS = [str(BranchStatus.FAILED), str(BranchStatus.TIMED_OUT)]
+_active = _B.c.status.in_([_QUEUED, _RUNNING])  # the partial indexes' predicate: they serve the counts
 
 Event = tuple[str, dict[str, Any]]
 Send = list[tuple[int, str]]  # (branch id, queue) released: the caller sends them after commit
@@ -95,15 +96,16 @@ def release(conn: Connection, *, execution_id: int | None = None, target_id: int
     """Mark as dispatched as many held branches as free slots allow, oldest first: of an execution
     (its max_concurrency), or on a target (its max_concurrent_runs; with ``execution_id`` too, only
     that execution's branches, for its start). The caller commits, then sends them."""
-    in_flight = (_B.c.status == _RUNNING) | ((_B.c.status == _QUEUED) & _B.c.dispatched_at.is_not(None))
+    in_flight = _active & ((_B.c.status == _RUNNING) | _B.c.dispatched_at.is_not(None))
     if target_id is None:
+        assert execution_id is not None, "release needs an execution or a target"
         row = conn.execute(select(_E.c.max_concurrency, _E.c.stop_reason, _E.c.status)
                            .where(_E.c.id == execution_id)).one()
         if row.status != "running" or row.stop_reason is not None or row.max_concurrency is None:
             return []  # nothing of it is held by the execution (a target's limit holds its own)
         scope = pick = _B.c.execution_id == execution_id
-        total, busy = conn.execute(select(func.count(), func.count().filter(in_flight)).where(scope)).one()
-        limit = concurrency_limit(row.max_concurrency, total)
+        busy = conn.execute(select(func.count()).where(scope, in_flight)).scalar_one()
+        limit = concurrency_limit(row.max_concurrency, _branch_count(conn, [execution_id])[execution_id])
         order = [_B.c.branch_number]
     else:
         limit = conn.execute(select(_T.c.max_concurrent_runs).where(_T.c.id == target_id)).scalar()
@@ -124,6 +126,12 @@ def release(conn: Connection, *, execution_id: int | None = None, target_id: int
     return [(r.id, r.queue) for r in rows]
 
 
+def _branch_count(conn: Connection, execution_ids: list[int]) -> dict[int, int]:
+    """Branches per execution: numbered 1…N, so the unique index answers without counting rows."""
+    return dict(conn.execute(select(_B.c.execution_id, func.max(_B.c.branch_number))
+                             .where(_B.c.execution_id.in_(execution_ids)).group_by(_B.c.execution_id)).all())
+
+
 def over_limits(conn: Connection, claimed: list[Brakes]) -> set[int]:
     """Of branches just claimed in this transaction, those that make their execution or target exceed
     its limit (the latest arrivals); the caller puts them back with `hold_again`. Row locks on the
@@ -137,8 +145,7 @@ def over_limits(conn: Connection, claimed: list[Brakes]) -> set[int]:
         capped = {row.id: row.max_concurrency for row in conn.execute(query.with_for_update() if lock else query)
                   if row.max_concurrency is not None}  # an error budget alone limits no claim
         if capped:
-            totals: dict[int, int] = dict(conn.execute(select(_B.c.execution_id, func.count())
-                                       .where(_B.c.execution_id.in_(capped)).group_by(_B.c.execution_id)).all())
+            totals = _branch_count(conn, list(capped))
             for execution_id, spec in capped.items():
                 over |= _overflow(conn, _B.c.execution_id == execution_id,
                                   concurrency_limit(spec, totals[execution_id]))
