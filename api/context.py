@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from common.config import Settings
 from common.crypto import SecretBox
 from common.db import Database
+from common.events import EventBus
 
 
 @dataclass
@@ -20,7 +21,7 @@ class Platform:
     db: Database
     box: SecretBox
     dispatcher: Any = None  # api.dispatch.Dispatcher
-    events: Any = None  # common.events.EventBus
+    events: EventBus | None = None
 
 
 def platform() -> Platform:

@@ -16,7 +16,7 @@ from api.schemas.executions import ExecuteIn, ExecutionOut, RetryIn
 from common.errors import NotFound
 from common.events import publish_events
 from common.models import Execution
-from common.services import executions, idempotency, retries
+from common.services import event_log, executions, idempotency, retries
 from common.services.dispatch import dispatch_branches
 from common.services.executions import Event
 
@@ -41,6 +41,7 @@ def _start(start: Callable[[Session], tuple[Execution, list[Event]]], body: Base
             made = idempotency.replay(session, user_id, key, fingerprint) if key else None
             if made is None:
                 execution, events = start(session)
+                event_log.record(session, events)
                 if key:
                     idempotency.remember(session, user_id, key, fingerprint, execution.id)
                 result = ExecutionOut.model_validate(execution)
@@ -90,8 +91,9 @@ def execute_job(job_id: str, body: ExecuteIn, idempotency_key: str | None):
 def cancel_execution(execution_serial: str):
     with transaction() as session:
         execution, events = executions.cancel_execution(session, execution_serial)
+        event_log.record(session, events)
     with transaction() as session:
-        events += executions.close_if_done(session, execution.id)
+        events += event_log.record(session, executions.close_if_done(session, execution.id))
         loaded = executions.load_execution(session, execution.id)
         if loaded is None:  # executions are never deleted; should one be, this is a 404 like any miss
             raise NotFound("Execution not found", {"execution_serial": execution_serial})

@@ -4,6 +4,14 @@ Authentication: an `Authorization: Bearer` header, `?token=`, or a first message
 `{"action": "auth", "token": ...}` (browsers cannot set headers); otherwise the socket is closed
 with 1008. Each socket gets its own queue on this process's event bus subscription.
 
+Every execution event carries `data.seq` (1, 2, 3 … per execution, in commit order; see
+common/services/event_log.py). A socket delivers each execution's events once and in seq order,
+filling any gap from the event log; `?execution_serial=…&since=N` first replays the events after N.
+A socket that watches one execution starts after its latest event; others start each execution at
+the first event they see. `?include=output` adds `branch_output` events (not numbered: their
+`offset` is their cursor). A client too slow for its queue gets a `resume` event naming its last
+seq per execution and a 1013 close, never a silent gap.
+
 Client messages are capped at MAX_MESSAGE_BYTES for the socket's whole life (app.py passes it to
 simple-websocket): beyond it the socket is closed with 1009 as soon as the cap is crossed, without
 reading the rest of the frame. Only the first message (auth) means anything; later ones are ignored."""
@@ -13,6 +21,7 @@ import json
 import logging
 import socket
 import time
+from collections.abc import Callable
 
 from flask import Blueprint, request
 from flask_jwt_extended import decode_token
@@ -23,7 +32,8 @@ from api.context import platform
 from api.endpoint import load_json
 from api.extensions import sock
 from common import serials
-from common.services import users
+from common.events import RESYNC, Subscription
+from common.services import event_log, users
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +44,7 @@ AUTH_WAIT_SECONDS = 10.0
 MAX_MESSAGE_BYTES = 16 * 1024  # an auth message is a few hundred bytes
 IDLE_POLL_SECONDS = 0.5
 SUBSCRIBE_WAIT_SECONDS = 5.0
+QUIET_CATCHUP_SECONDS = 5.0  # after this long without an event, the log is checked for lost ones
 REVALIDATE_SECONDS = 5.0  # how late a revoked token or a deactivated user loses its socket (issue 9: ≤ 10 s)
 
 
@@ -93,54 +104,123 @@ def _filters() -> dict[str, str]:
     return filters
 
 
+def _since(filters: dict[str, str]) -> int | None:
+    """``?since=<seq>``: resume one execution after the last event received."""
+    value = request.args.get("since")
+    if value is None:
+        return None
+    if "execution_serial" not in filters:
+        raise ValueError("since needs execution_serial: seq numbers are per execution")
+    if not value.isascii() or not value.isdigit() or len(value) > 9:
+        raise ValueError("since must be the seq of the last event received (0 or more)")
+    return int(value)
+
+
+def _include_output() -> bool:
+    value = request.args.get("include", "")
+    kinds = {part for part in value.split(",") if part}
+    if kinds - {"output"}:
+        raise ValueError("include takes only 'output'")
+    return "output" in kinds
+
+
 def _matches(event: dict, filters: dict[str, str]) -> bool:
     data = event.get("data") or {}
     return all(data.get(key) == value for key, value in filters.items())
 
 
-class OrderedRelay:
-    """Keeps execution_completed behind its branches' branch_completed events. Each branch is
-    published by the worker that finished it, right after its own commit, so the worker that closed
-    the execution can publish first; this holds execution_completed until every branch_completed
-    was relayed, or `hold_seconds` passed (a monitor that joined mid-execution never sees them all)."""
+class SeqRelay:
+    """Delivers each execution's events exactly once, in seq order. Events reach this process in
+    the order their publishers sent them, which is not always commit order (each worker publishes
+    after its own commit); one that runs ahead is held until the events before it arrive, or, after
+    `gap_wait` seconds, until they are read from the event log, where a seq seen live guarantees
+    every smaller one is committed. Events without a seq (branch_output) pass straight through."""
 
-    def __init__(self, send, hold_seconds: float = 1.0, clock=time.monotonic):
+    FORGET_DONE_SECONDS = 60.0  # how long a closed execution's late duplicates are still recognised
+
+    def __init__(self, send: Callable[[dict], None], fetch: Callable[[str, int], list[dict]],
+                 gap_wait: float = 0.1, clock: Callable[[], float] = time.monotonic):
         self._send = send
-        self._hold = hold_seconds
+        self._fetch = fetch  # (execution_serial, after) -> its recorded events with seq > after, in order
+        self._gap_wait = gap_wait
         self._clock = clock
-        self._seen: dict[str, int] = {}
-        self._held: dict[str, tuple[float, dict]] = {}
+        self._last: dict[str, int] = {}  # execution serial -> the last seq delivered
+        self._held: dict[str, dict[int, dict]] = {}
+        self._gap_since: dict[str, float] = {}
+        self._done: dict[str, float] = {}
+
+    def start_at(self, execution_serial: str, seq: int) -> None:
+        """Deliver this execution's events after ``seq`` (a resume, or "from now on")."""
+        self._last[execution_serial] = seq
+
+    def positions(self) -> dict[str, int]:
+        """The last seq delivered per execution still open: where a client resumes."""
+        return dict(self._last)
 
     def push(self, event: dict) -> None:
         data = event.get("data") or {}
-        serial = data.get("execution_serial")
-        if event.get("type") == "branch_completed" and serial:
+        serial, seq = data.get("execution_serial"), data.get("seq")
+        if not isinstance(serial, str) or not isinstance(seq, int):
             self._send(event)
-            self._seen[serial] = self._seen.get(serial, 0) + 1
-            held = self._held.get(serial)
-            if held and self._seen[serial] >= held[1]["data"].get("branch_count", 0):
-                self._release(serial)
-        elif event.get("type") == "execution_completed" and serial:
-            if self._seen.get(serial, 0) >= data.get("branch_count", 0):
-                self._send(event)
-                self._seen.pop(serial, None)
-            else:
-                self._held[serial] = (self._clock() + self._hold, event)
+            return
+        if serial not in self._last:
+            if serial in self._done:
+                return  # a late copy of an event of an execution already delivered to its end
+            self._last[serial] = seq - 1  # first seen: this socket watches it from here
+        if seq <= self._last[serial]:
+            return
+        self._held.setdefault(serial, {})[seq] = event
+        self._drain(serial)
+
+    def _drain(self, serial: str) -> None:
+        held = self._held.get(serial, {})
+        while self._last.get(serial) is not None and self._last[serial] + 1 in held:
+            event = held.pop(self._last[serial] + 1)
+            self._last[serial] += 1
+            self._send(event)
+            if event.get("type") == "execution_completed":
+                self._close(serial)
+        if held:
+            self._gap_since.setdefault(serial, self._clock())
         else:
-            self._send(event)
+            self._held.pop(serial, None)
+            self._gap_since.pop(serial, None)
+
+    def _close(self, serial: str) -> None:
+        self._last.pop(serial, None)
+        self._gap_since.pop(serial, None)
+        self._done[serial] = self._clock()
+
+    def catch_up(self, serial: str) -> None:
+        """Read from the log what came after the last delivered seq; raises if the log cannot be read
+        (the gap stays, and is tried again)."""
+        while serial in self._last:
+            events = self._fetch(serial, self._last[serial])
+            for event in events:
+                self.push(event)
+            if len(events) < 1000:
+                break
+        held = self._held.get(serial)
+        if held and serial in self._last:  # the log lacks them (pruned): say so, and go on after the gap
+            log.warning("events %d..%d of %s are gone from the log; skipping them", self._last[serial] + 1,
+                        min(held) - 1, serial)
+            self._last[serial] = min(held) - 1
+            self._drain(serial)
+
+    def resync(self) -> None:
+        """Catch up every open execution: the bus may have lost events (Redis restarted, a publish failed)."""
+        for serial in list(self._last):
+            self.catch_up(serial)
 
     def flush_due(self) -> None:
         now = self._clock()
-        for serial in [s for s, (due, _) in self._held.items() if due <= now]:
-            self._release(serial)
+        for serial in [s for s, since in self._gap_since.items() if now - since >= self._gap_wait]:
+            self.catch_up(serial)
+        for serial in [s for s, at in self._done.items() if now - at >= self.FORGET_DONE_SECONDS]:
+            del self._done[serial]
 
     def next_due(self) -> float | None:
-        return min((due for due, _ in self._held.values()), default=None)
-
-    def _release(self, serial: str) -> None:
-        _, event = self._held.pop(serial)
-        self._seen.pop(serial, None)
-        self._send(event)
+        return min((since + self._gap_wait for since in self._gap_since.values()), default=None)
 
 
 def _refuse(ws, code: int, message: str) -> None:
@@ -159,8 +239,9 @@ def _refuse(ws, code: int, message: str) -> None:
 def executions_stream(ws):
     try:
         filters = _filters()
+        since, include_output = _since(filters), _include_output()
     except Exception as exc:
-        _refuse(ws, POLICY_VIOLATION, str(getattr(exc, "message", "invalid filter")))
+        _refuse(ws, POLICY_VIOLATION, str(getattr(exc, "message", exc) or "invalid filter"))
         return
     try:
         claims = _claims_for(_bearer())
@@ -180,33 +261,94 @@ def executions_stream(ws):
     with bus.subscribe() as subscription:
         # "subscribed" promises delivery of every later event: with Redis, the process's listener
         # (started lazily by the first subscriber, or reconnecting) must be subscribed first.
-        wait_ready = getattr(bus, "wait_ready", None)
-        if wait_ready is not None and not wait_ready(SUBSCRIBE_WAIT_SECONDS):
+        if not bus.wait_ready(SUBSCRIBE_WAIT_SECONDS):
             _refuse(ws, 1011, "events unavailable")
             return
+        relay = SeqRelay(lambda event: ws.send(json.dumps(event)), _fetch_after)
+        try:
+            start = _starting_point(filters.get("execution_serial"), since)
+        except SQLAlchemyError:
+            log.warning("websocket refused: database unavailable", exc_info=True)
+            _refuse(ws, TRY_AGAIN_LATER, "database unavailable")
+            return
         ws.send(json.dumps({"type": "subscribed", "data": filters}))
-        log.info("websocket subscribed user=%s filters=%s", claims.get("username"), filters)
-        relay = OrderedRelay(lambda event: ws.send(json.dumps(event)))
-        revalidate_at = time.monotonic() + REVALIDATE_SECONDS
-        while ws.connected:
-            if time.monotonic() >= revalidate_at:  # a password, role or status change, or expiry, ends the socket
-                try:
-                    refusal = _refusal(claims)
-                except SQLAlchemyError:  # the database is away: keep the socket, look again next round
-                    log.warning("websocket revalidation failed; retrying", exc_info=True)
-                    refusal = None
-                if refusal is not None:
-                    log.info("websocket closed user=%s reason=%s", claims.get("username"), refusal)
-                    _refuse(ws, POLICY_VIOLATION, refusal)
-                    break
-                revalidate_at = time.monotonic() + REVALIDATE_SECONDS
-            due = relay.next_due()
-            wait = IDLE_POLL_SECONDS if due is None else max(0.0, min(IDLE_POLL_SECONDS, due - time.monotonic()))
-            event = subscription.get(timeout=wait)
-            if event is not None and _matches(event, filters):
-                relay.push(event)
-            relay.flush_due()
+        log.info("websocket subscribed user=%s filters=%s since=%s", claims.get("username"), filters, since)
+        if start is not None:
+            relay.start_at(filters["execution_serial"], start)
+            if since is not None:
+                _guarded(relay.catch_up, filters["execution_serial"])
+        _relay(ws, subscription, relay, filters, include_output, claims)
+
+
+def _relay(ws, subscription: Subscription, relay: SeqRelay, filters: dict[str, str], include_output: bool,
+           claims: dict) -> None:
+    revalidate_at = time.monotonic() + REVALIDATE_SECONDS
+    quiet_since = time.monotonic()
+    while ws.connected:
+        now = time.monotonic()
+        if now >= revalidate_at:  # a password, role or status change, or expiry, ends the socket
             try:
-                ws.receive(timeout=0)  # notices a client close; client messages are otherwise ignored
-            except ConnectionClosed:
-                break
+                refusal = _refusal(claims)
+            except SQLAlchemyError:  # the database is away: keep the socket, look again next round
+                log.warning("websocket revalidation failed; retrying", exc_info=True)
+                refusal = None
+            if refusal is not None:
+                log.info("websocket closed user=%s reason=%s", claims.get("username"), refusal)
+                _refuse(ws, POLICY_VIOLATION, refusal)
+                return
+            revalidate_at = now + REVALIDATE_SECONDS
+        if subscription.overflowed:
+            _too_slow(ws, relay, claims)
+            return
+        if now - quiet_since >= QUIET_CATCHUP_SECONDS:  # a publish may have failed with nothing after it
+            _guarded(relay.resync)
+            quiet_since = now
+        due = relay.next_due()
+        wait = IDLE_POLL_SECONDS if due is None else max(0.0, min(IDLE_POLL_SECONDS, due - now))
+        event = subscription.get(timeout=wait)
+        if event is not None:
+            quiet_since = time.monotonic()
+            if event["type"] == RESYNC:
+                _guarded(relay.resync)
+            elif _matches(event, filters) and (include_output or event["type"] != "branch_output"):
+                relay.push(event)
+        _guarded(relay.flush_due)
+        try:
+            ws.receive(timeout=0)  # notices a client close; client messages are otherwise ignored
+        except ConnectionClosed:
+            return
+
+
+def _starting_point(execution_serial: str | None, since: int | None) -> int | None:
+    """Where a socket watching one execution starts: after ``since``, or after its latest event."""
+    if execution_serial is None:
+        return None
+    if since is not None:
+        return since
+    with platform().db.session(read_only=True) as session:
+        return event_log.last_seq(session, execution_serial)
+
+
+def _fetch_after(execution_serial: str, after: int) -> list[dict]:
+    with platform().db.session(read_only=True) as session:
+        return [{"type": kind, "data": data} for kind, data in event_log.events_after(session, execution_serial, after)]
+
+
+def _guarded(catch_up: Callable[..., None], *args: str) -> None:
+    """Reading the log needs the database; while it is away the gap stays and is tried again."""
+    try:
+        catch_up(*args)
+    except SQLAlchemyError:
+        log.warning("websocket could not read the event log; retrying", exc_info=True)
+
+
+def _too_slow(ws, relay: SeqRelay, claims: dict) -> None:
+    """The client reads slower than events come: close with 1013, telling it where to resume."""
+    positions = relay.positions()
+    log.warning("websocket too slow user=%s; closed at %s", claims.get("username"), positions)
+    try:
+        ws.send(json.dumps({"type": "resume", "data": {"since": positions}}))
+    except ConnectionClosed:
+        return
+    reason = "too slow" + (f"; resume with since={next(iter(positions.values()))}" if len(positions) == 1 else "")
+    _refuse(ws, TRY_AGAIN_LATER, reason)

@@ -2,28 +2,33 @@
 
 Events are hints, the database is the truth: a failed publish is logged and never fails the caller.
 Redis pub/sub carries events between processes and hosts; the in-process bus serves the embedded
-default. Each process keeps one subscriber connection and fans out to a queue per local listener."""
+default. Each process keeps one subscriber connection and fans out to a queue per local listener.
+Pub/sub may lose messages (a Redis restart, a failed publish): execution events are numbered and
+recorded in the database (common/services/event_log.py), and every (re)subscription tells the
+listeners to RESYNC, so they read what they may have missed from there."""
 from __future__ import annotations
 
 import json
 import logging
 import queue
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "opsconductor:events"
-EVENT_TYPES = ("execution_started", "branch_started", "branch_completed", "execution_completed")
+RESYNC = "_resync"  # to listeners only: the bus (re)subscribed, and events may have been missed before
+Event = tuple[str, dict[str, Any]]
 
 
 class Subscription:
-    """One listener's queue. Bounded so a stalled WebSocket cannot grow memory without end."""
+    """One listener's queue. Bounded so a stalled WebSocket cannot grow memory without end: once
+    full it is `overflowed` and receives nothing more (its listener must say so and stop)."""
 
     def __init__(self, hub: _Hub, maxsize: int = 10000):
         self._hub = hub
         self.queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=maxsize)
-        self.dropped = 0
+        self.overflowed = False
 
     def get(self, timeout: float | None = None) -> dict[str, Any] | None:
         try:
@@ -61,10 +66,26 @@ class _Hub:
         with self._lock:
             subs = list(self._subs)
         for sub in subs:
+            if sub.overflowed:
+                continue
             try:
                 sub.queue.put_nowait(event)
             except queue.Full:
-                sub.dropped += 1
+                sub.overflowed = True
+
+
+class EventBus(Protocol):
+    """What publishers (API, workers, maintenance) and listeners (WebSockets) need of a bus."""
+
+    def publish_many(self, events: list[Event]) -> None:
+        """Publish in order; never raises (a failed publish is logged: the database has the truth)."""
+
+    def subscribe(self) -> Subscription: ...
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Whether every event published from now on reaches this process's subscriptions."""
+
+    def close(self) -> None: ...
 
 
 class LocalEventBus:
@@ -73,15 +94,15 @@ class LocalEventBus:
     def __init__(self):
         self._hub = _Hub()
 
-    def publish(self, event_type: str, data: dict[str, Any]) -> None:
-        self._hub.deliver({"type": event_type, "data": data})
-
-    def publish_many(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+    def publish_many(self, events: list[Event]) -> None:
         for event_type, data in events:
-            self.publish(event_type, data)
+            self._hub.deliver({"type": event_type, "data": data})
 
     def subscribe(self) -> Subscription:
         return self._hub.add()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return True
 
     def close(self) -> None:
         pass
@@ -104,13 +125,7 @@ class RedisEventBus:
         self._stop = threading.Event()
         self._ready = threading.Event()
 
-    def publish(self, event_type: str, data: dict[str, Any]) -> None:
-        try:
-            self._redis.publish(self._channel, json.dumps({"type": event_type, "data": data}))
-        except Exception:
-            log.warning("event publish failed type=%s", event_type, exc_info=True)
-
-    def publish_many(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+    def publish_many(self, events: list[Event]) -> None:
         """In order, in one round trip (a group commit's worth of branches at once)."""
         try:
             pipe = self._redis.pipeline(transaction=False)
@@ -145,6 +160,7 @@ class RedisEventBus:
                     message = pubsub.get_message(timeout=1.0)
                     if message and message["type"] == "subscribe":
                         self._ready.set()  # confirmed by Redis: from here on nothing published is missed
+                        self._hub.deliver({"type": RESYNC, "data": {}})  # but before it, something may have been
                     elif message and message["type"] == "message":
                         try:
                             self._hub.deliver(json.loads(message["data"]))
@@ -168,11 +184,11 @@ class RedisEventBus:
         self._redis.close()
 
 
-def publish_events(bus, events: list[tuple[str, dict[str, Any]]]) -> None:
+def publish_events(bus: EventBus | None, events: list[Event]) -> None:
     """Publish in order; buses never raise (a failed publish is logged by the bus)."""
     if bus is not None and events:
         bus.publish_many(events)
 
 
-def make_event_bus(settings) -> LocalEventBus | RedisEventBus:
+def make_event_bus(settings) -> EventBus:
     return RedisEventBus(settings.redis_url) if settings.redis_url else LocalEventBus()

@@ -24,8 +24,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from common.db import Database, retry_on_disconnect, while_unavailable
+from common.services import event_log, rollout
 from common.services import executions as svc
-from common.services import rollout
 from common.services.dispatch import Send, dispatch_branches
 from common.statuses import BranchStatus
 
@@ -104,8 +104,8 @@ class GroupCommit:
                     request.error = exc
         if self._publish is not None:
             events = [event for request in batch if request.error is None for event in self._events(request)]
-            # an execution closed by this batch: its execution_completed after every branch's event
-            self._publish(sorted(events, key=lambda event: event[0] == "execution_completed"))
+            # in each execution's seq order (execution_completed, when this batch closed one, is last)
+            self._publish(sorted(events, key=lambda event: event[1].get("seq", 0)))
 
     def _write_batch(self, batch: list[Any]) -> None:
         raise NotImplementedError
@@ -139,6 +139,7 @@ class Claimer(GroupCommit):
     def _write_batch(self, batch: list[_Claim]) -> None:
         with self._db.connection() as conn:
             claimed = svc.claim_branches(conn, [r.branch_id for r in batch], self._worker)
+            event_log.record(conn, [event for _, events in claimed.values() for event in events])
             conn.commit()
         for request in batch:  # a branch queued twice in one batch (duplicate delivery) is claimed once
             request.result = claimed.pop(request.branch_id, (None, []))
@@ -146,6 +147,7 @@ class Claimer(GroupCommit):
     def _write_one(self, request: _Claim) -> None:
         with self._db.connection() as conn:
             request.result = svc.claim_branch(conn, request.branch_id, self._worker)
+            event_log.record(conn, request.result[1])
             conn.commit()
 
     def _events(self, request: _Claim) -> list[svc.Event]:
@@ -185,6 +187,7 @@ class Finisher(GroupCommit):
                                                                  **request.outcome)
                 if execution_id is not None:
                     closing[execution_id] = request
+            event_log.record(conn, [event for request in batch for event in request.events])
             conn.commit()
             released = self._after_finish(conn, [r for r in batch if r.brakes is not None and r.events])
             for execution_id, request in closing.items():
@@ -210,6 +213,7 @@ class Finisher(GroupCommit):
                 released += rollout.release(conn, execution_id=execution_id)
             for target_id in targets:
                 released += rollout.release(conn, target_id=target_id)
+            event_log.record(conn, [event for _, events in stopped for event in events])
             conn.commit()
         except Exception:
             conn.rollback()

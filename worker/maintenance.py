@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 from common.broker import LossWitness
 from common.config import Settings
 from common.db import Database, unavailable
-from common.events import publish_events
+from common.events import EventBus, publish_events
 from common.models import Execution, utcnow
+from common.services import event_log, rollout
 from common.services import executions as svc
-from common.services import rollout
 from common.services.dispatch import Send, dispatch_branches
 from common.task_names import KILL_ORPHAN
 
@@ -35,7 +35,7 @@ BATCH = 1000  # branches re-sent per query
 class Maintenance:
     """One maintenance loop; several may run (two beats): every step is a conditional update."""
 
-    def __init__(self, settings: Settings, db: Database, events: object, send: Send,
+    def __init__(self, settings: Settings, db: Database, events: EventBus | None, send: Send,
                  witness: LossWitness | None = None):
         self.settings = settings
         self.db = db
@@ -108,6 +108,7 @@ class Maintenance:
                 break
         with self.db.connection() as conn:  # slots a finisher died before handing on; lost branches' budgets
             rolled, released = rollout.rebalance(conn)
+            event_log.record(conn, rolled)
             conn.commit()
         self.publish(rolled)
         sent += dispatch_branches(self.db, self.send, released) if released else 0
@@ -128,7 +129,8 @@ class Maintenance:
             unclosed = svc.unclosed_executions(session)
         for execution_id in unclosed:
             with self.db.session() as session:
-                self.publish(svc.close_if_done(session, execution_id))
+                closed = event_log.record(session, svc.close_if_done(session, execution_id))
+            self.publish(closed)
         if sent or lost or unclosed:
             log.info("sweep redispatched=%d worker_lost=%d orphans=%d closed=%d",
                      sent, len(lost), len(orphans), len(unclosed))
@@ -148,6 +150,7 @@ class Maintenance:
         for fire in firings:
             with self.db.session() as session:
                 execution, events = fire(session)
+                event_log.record(session, events)
                 branches = svc.dispatchable(execution) if execution else []
             if execution is None:
                 continue

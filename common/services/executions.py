@@ -18,7 +18,7 @@ from common.db import Database
 from common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from common.models import Branch, BranchStep, Credential, Execution, Job, Target, User, utcnow
 from common.models.base import rfc3339
-from common.services import access, rollout
+from common.services import access, event_log, rollout
 from common.services.jobs import resolve_targets
 from common.services.parameters import bind as bind_parameters
 from common.services.parameters import seal as seal_parameters
@@ -438,6 +438,7 @@ def finish_and_close(db: Database, branch_id: int, status: BranchStatus, **outco
     safe), on one connection."""
     with db.connection() as conn:
         events, execution_id = finish_branch(conn, branch_id, status, **outcome)
+        event_log.record(conn, events)
         conn.commit()
         if execution_id is not None:
             events += close_when_done(conn, execution_id)
@@ -448,7 +449,7 @@ def close_when_done(conn: Connection, execution_id: int) -> list[Event]:
     """close_if_done, committed, for a connection whose finishing transaction just committed."""
     if not _none_active(conn, execution_id):
         return []
-    events = close_if_done(conn, execution_id)
+    events = event_log.record(conn, close_if_done(conn, execution_id))
     conn.commit()
     return events
 

@@ -65,7 +65,7 @@ def test_sockets_through_a_database_outage(served, caplog):
         wait_until(lambda: any("revalidation failed" in r.getMessage() for r in caplog.records), timeout=15,
                    message="a revalidation round during the outage")
         event = {"type": "branch_completed", "data": {"execution_serial": "J20260001.0001"}}
-        events.publish(event["type"], event["data"])
+        events.publish_many([(event["type"], event["data"])])
         assert socket.next_json() == event  # still open, still relaying
 
         with EventSocket(ws_url(base_url), headers=headers) as refused:
