@@ -187,9 +187,9 @@ class Finisher(GroupCommit):
                                                                  **request.outcome)
                 if execution_id is not None:
                     closing[execution_id] = request
+            released = self._after_finish(conn, [r for r in batch if r.brakes is not None and r.events])
             event_log.record(conn, [event for request in batch for event in request.events])
             conn.commit()
-            released = self._after_finish(conn, [r for r in batch if r.brakes is not None and r.events])
             for execution_id, request in closing.items():
                 try:
                     request.events += svc.close_when_done(conn, execution_id)
@@ -202,25 +202,25 @@ class Finisher(GroupCommit):
     @staticmethod
     def _after_finish(conn: Connection, finished: list[_Finish]) -> list[tuple[int, str]]:
         """Budgets checked and freed slots handed on, once per execution and target of the batch, in
-        one transaction; a failure leaves it to the sweep."""
+        the finishing transaction; under a savepoint, so a failure leaves only this to the sweep."""
         executions = {r.brakes.execution_id: r for r in reversed(finished) if r.brakes and r.brakes.execution_limited}
         targets = sorted({r.brakes.target_id for r in finished if r.brakes and r.brakes.target_limited})
+        if not executions and not targets:
+            return []
         released: list[tuple[int, str]] = []
         stopped: list[tuple[_Finish, list[svc.Event]]] = []
         try:
-            for execution_id, request in sorted(executions.items()):
-                stopped.append((request, rollout.spend_budget(conn, execution_id)))
-                released += rollout.release(conn, execution_id=execution_id)
-            for target_id in targets:
-                released += rollout.release(conn, target_id=target_id)
-            event_log.record(conn, [event for _, events in stopped for event in events])
-            conn.commit()
+            with conn.begin_nested():
+                for execution_id, request in sorted(executions.items()):
+                    stopped.append((request, rollout.spend_budget(conn, execution_id)))
+                    released += rollout.release(conn, execution_id=execution_id)
+                for target_id in targets:
+                    released += rollout.release(conn, target_id=target_id)
         except Exception:
-            conn.rollback()
             log.warning("rollout step failed for %d finished branches; the sweep does it", len(finished),
                         exc_info=True)
             return []
-        for request, events in stopped:  # published with the first of its execution's finishes in the batch
+        for request, events in stopped:  # recorded and published with its execution's finishes
             request.events += events
         return released
 

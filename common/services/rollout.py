@@ -99,69 +99,75 @@ def release(conn: Connection, *, execution_id: int | None = None, target_id: int
     in_flight = _active & ((_B.c.status == _RUNNING) | _B.c.dispatched_at.is_not(None))
     if target_id is None:
         assert execution_id is not None, "release needs an execution or a target"
-        row = conn.execute(select(_E.c.max_concurrency, _E.c.stop_reason, _E.c.status)
+        scope = pick = _B.c.execution_id == execution_id
+        row = conn.execute(select(_E.c.max_concurrency, _E.c.stop_reason, _E.c.status,
+                                  _count(scope, in_flight).label("busy"), _size(execution_id).label("total"))
                            .where(_E.c.id == execution_id)).one()
         if row.status != "running" or row.stop_reason is not None or row.max_concurrency is None:
             return []  # nothing of it is held by the execution (a target's limit holds its own)
-        scope = pick = _B.c.execution_id == execution_id
-        busy = conn.execute(select(func.count()).where(scope, in_flight)).scalar_one()
-        limit = concurrency_limit(row.max_concurrency, _branch_count(conn, [execution_id])[execution_id])
+        limit, busy = concurrency_limit(row.max_concurrency, row.total), row.busy
         order = [_B.c.branch_number]
     else:
-        limit = conn.execute(select(_T.c.max_concurrent_runs).where(_T.c.id == target_id)).scalar()
         scope = _B.c.target_id == target_id
         pick = scope if execution_id is None else scope & (_B.c.execution_id == execution_id)
-        busy = conn.execute(select(func.count()).where(scope, in_flight)).scalar_one() if limit is not None else 0
+        limit, busy = conn.execute(select(_T.c.max_concurrent_runs, _count(scope, in_flight))
+                                   .where(_T.c.id == target_id)).one()
         order = [_B.c.queued_at, _B.c.id]
-    query = (select(_B.c.id, _B.c.queue).where(pick, _B.c.status == _QUEUED, _B.c.dispatched_at.is_(None))
-             .order_by(*order))
-    if limit is not None:
-        if limit - busy <= 0:
-            return []
-        query = query.limit(limit - busy)
-    rows = conn.execute(query).all()
-    if rows:
-        conn.execute(update(_B).where(_B.c.id.in_([r.id for r in rows]), _B.c.status == _QUEUED)
-                     .values(dispatched_at=utcnow()))
-    return [(r.id, r.queue) for r in rows]
+    if limit is not None and limit - busy <= 0:
+        return []
+    # skip_locked: a concurrent finisher releasing from the same queue takes the next ones, not the same
+    held = (select(_B.c.id).where(pick, _B.c.status == _QUEUED, _B.c.dispatched_at.is_(None)).order_by(*order)
+            .limit(None if limit is None else limit - busy).with_for_update(skip_locked=True))
+    rows = conn.execute(update(_B).where(_B.c.id.in_(held.scalar_subquery()), _B.c.status == _QUEUED)
+                        .values(dispatched_at=utcnow()).returning(_B.c.id, _B.c.queue)).all()
+    return sorted((r.id, r.queue) for r in rows)
 
 
-def _branch_count(conn: Connection, execution_ids: list[int]) -> dict[int, int]:
-    """Branches per execution: numbered 1…N, so the unique index answers without counting rows."""
-    return dict(conn.execute(select(_B.c.execution_id, func.max(_B.c.branch_number))
-                             .where(_B.c.execution_id.in_(execution_ids)).group_by(_B.c.execution_id)).all())
+def _count(*where: Any) -> Any:
+    return select(func.count()).where(*where).scalar_subquery()
+
+
+def _size(execution_id: Any) -> Any:
+    """An execution's branch count: numbered 1…N, so the unique index answers without counting rows."""
+    return select(func.max(_B.c.branch_number)).where(_B.c.execution_id == execution_id).scalar_subquery()
 
 
 def over_limits(conn: Connection, claimed: list[Brakes]) -> set[int]:
     """Of branches just claimed in this transaction, those that make their execution or target exceed
     its limit (the latest arrivals); the caller puts them back with `hold_again`. Row locks on the
-    executions and targets, in id order, make concurrent claimers count one after another."""
+    executions and targets, in id order, make concurrent claimers count one after another; NO KEY
+    UPDATE locks, so the foreign-key checks of event rows written meanwhile do not wait on them."""
     over: set[int] = set()
     executions = sorted({b.execution_id for b in claimed if b.execution_limited})
     targets = sorted({b.target_id for b in claimed if b.target_limited})
     lock = conn.dialect.name == "postgresql"  # SQLite's writers are serialised already
     if executions:
         query = select(_E.c.id, _E.c.max_concurrency).where(_E.c.id.in_(executions)).order_by(_E.c.id)
-        capped = {row.id: row.max_concurrency for row in conn.execute(query.with_for_update() if lock else query)
-                  if row.max_concurrency is not None}  # an error budget alone limits no claim
-        if capped:
-            totals = _branch_count(conn, list(capped))
-            for execution_id, spec in capped.items():
+        rows = conn.execute(query.with_for_update(key_share=True) if lock else query)
+        # an error budget alone limits no claim
+        capped = {row.id: row.max_concurrency for row in rows if row.max_concurrency is not None}
+        if capped:  # counted after the locks are held: each statement sees what committed before it
+            scope = _B.c.execution_id == _E.c.id
+            counts = conn.execute(select(_E.c.id, _size(_E.c.id), _count(scope, _active, _B.c.status == _RUNNING))
+                                  .where(_E.c.id.in_(capped))).all()
+            for execution_id, total, running in counts:
                 over |= _overflow(conn, _B.c.execution_id == execution_id,
-                                  concurrency_limit(spec, totals[execution_id]))
+                                  concurrency_limit(capped[execution_id], total), running)
     if targets:
         query = select(_T.c.id, _T.c.max_concurrent_runs).where(_T.c.id.in_(targets)).order_by(_T.c.id)
-        for row in conn.execute(query.with_for_update() if lock else query).all():
+        for row in conn.execute(query.with_for_update(key_share=True) if lock else query).all():
             over |= _overflow(conn, _B.c.target_id == row.id, row.max_concurrent_runs)
     return over
 
 
-def _overflow(conn: Connection, scope: Any, limit: int | None) -> set[int]:
-    if limit is None:
+def _overflow(conn: Connection, scope: Any, limit: int | None, running: int | None = None) -> set[int]:
+    """The running branches of ``scope`` beyond ``limit``, latest first to go (``running``: their
+    count, when known, spares the query in the usual case of no overflow)."""
+    if limit is None or (running is not None and running <= limit):
         return set()
-    running = conn.execute(select(_B.c.id).where(scope, _B.c.status == _RUNNING)
-                           .order_by(_B.c.started_at, _B.c.queued_at, _B.c.id)).scalars().all()
-    return set(running[limit:])
+    ids = conn.execute(select(_B.c.id).where(scope, _B.c.status == _RUNNING)
+                       .order_by(_B.c.started_at, _B.c.queued_at, _B.c.id)).scalars().all()
+    return set(ids[limit:])
 
 
 def hold_again(conn: Connection, branch_ids: set[int]) -> None:
