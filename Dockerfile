@@ -7,6 +7,9 @@ COPY worker ./worker
 COPY common ./common
 COPY migrations ./migrations
 COPY opsconductor ./opsconductor
+# the monitor served at / (api/web.py): its pages and the JS SDK's modules, as they are in the repository
+COPY web ./web
+COPY sdk/js/src ./sdk/js/src
 COPY alembic.ini Procfile ./
 RUN pip install --no-cache-dir .
 EXPOSE 8000

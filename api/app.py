@@ -19,6 +19,7 @@ from api import (
     target_history,
     targets,
     users,
+    web,
     ws,
 )
 from api.context import Platform
@@ -31,7 +32,7 @@ from common.db import Database
 log = logging.getLogger(__name__)
 
 BLUEPRINTS = (auth.bp, users.bp, credentials.bp, targets.bp, target_history.bp, jobs.bp, runs.bp, executions.bp,
-              analytics.bp, health.bp, openapi.bp, ws.bp)
+              analytics.bp, health.bp, openapi.bp, ws.bp, web.bp)
 
 
 def _retry_after_only_on_429(response):

@@ -257,7 +257,7 @@ def build_document(app: Flask) -> dict[str, Any]:
     refs = {model: schema["$ref"] for (model, _mode), schema in key_map.items() if "$ref" in schema}
     paths: dict[str, Any] = {}
     for rule, view, spec in sorted(routes, key=lambda r: r[0].rule):
-        if rule.endpoint == "static":
+        if rule.endpoint == "static" or rule.endpoint.startswith("web."):  # the monitor's files, not the API
             continue
         path, params = _path(rule.rule)
         if rule.endpoint in NOT_OPERATIONS:
