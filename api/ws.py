@@ -326,7 +326,9 @@ def _starting_point(execution_serial: str | None, since: int | None) -> int | No
     if since is not None:
         return since
     with platform().db.session(read_only=True) as session:
-        return event_log.last_seq(session, execution_serial)
+        last = event_log.last_seq(session, execution_serial)
+    # not made yet: all its events come after this, the first one too, even if its publish is lost
+    return 0 if last is None else last
 
 
 def _fetch_after(execution_serial: str, after: int) -> list[dict]:

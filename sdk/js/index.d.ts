@@ -362,6 +362,8 @@ export interface ExecutionEvent {
   type: EventType | string;
   data: {
     executionSerial: string;
+    /** 1, 2, 3 … per execution, in commit order (absent on branch_output events). */
+    seq?: number;
     jobSerial?: string;
     branchSerial?: string;
     targetSerialRef?: string;
@@ -543,8 +545,16 @@ export interface EventsOptions {
   jobSerial?: string;
   /** Milliseconds to wait for each event before WaitTimeout (default: forever). */
   timeout?: number | null;
-  /** Milliseconds to wait for the subscription (default: the client's timeout). */
+  /** Milliseconds to wait for the subscription (default: the client's timeout); also for each reconnect. */
   connectTimeout?: number;
+  /** With executionSerial: start after this seq (0: the whole history; default: after its latest event). */
+  since?: number | null;
+  /** Also branch_output events (live output): not numbered, not replayed on a reconnect. */
+  includeOutput?: boolean;
+  /** Reconnect when the connection drops (default true); on one execution with since=<last seq yielded>. */
+  reconnect?: boolean;
+  /** The longest pause between reconnect attempts, in ms (default 5000; the first is 100, then doubling). */
+  maxReconnectDelay?: number;
 }
 
 export class EventStream implements AsyncIterableIterator<ExecutionEvent> {
@@ -552,9 +562,15 @@ export class EventStream implements AsyncIterableIterator<ExecutionEvent> {
   readonly ready: Promise<EventStream>;
   /** The filters the server confirmed (camelCase). */
   readonly filters: { executionSerial?: string; jobSerial?: string };
+  /** True once the stream has ended (closed by the caller, a 1008, or its one execution completed and the socket gone). */
   readonly closed: boolean;
+  /** The last socket's close code and reason (a reconnecting stream keeps going after them). */
   readonly closeCode: number | null;
   readonly closeReason: string;
+  /** The last seq yielded per execution serial: where the stream (or you) can resume. */
+  readonly positions: Record<string, number>;
+  /** How many times the stream reconnected. */
+  readonly reconnects: number;
   timeout: number | null;
   /** The next event; { done: true } once the stream is closed. Rejects with WaitTimeout after `timeout` ms. */
   next(timeout?: number | null): Promise<IteratorResult<ExecutionEvent, undefined>>;

@@ -150,9 +150,10 @@ def ws_url(base_url: str, query: str = "") -> str:
 class EventSocket:
     """A websocket-client connection to /ws/executions that reads JSON messages with deadlines."""
 
-    def __init__(self, url: str, headers: Mapping[str, str] | None = None, timeout: float = 10.0):
+    def __init__(self, url: str, headers: Mapping[str, str] | None = None, timeout: float = 10.0,
+                 sockopt: tuple[tuple[int, int, int], ...] = ()):
         header = [f"{k}: {v}" for k, v in (headers or {}).items()]
-        self.ws = websocket.create_connection(url, header=header, timeout=timeout)
+        self.ws = websocket.create_connection(url, header=header, timeout=timeout, sockopt=sockopt)
 
     def close(self) -> None:
         try:
@@ -187,13 +188,17 @@ class EventSocket:
 
     def close_code(self, timeout: float = 10.0) -> int:
         """Wait for the server's close frame and return its status code (no message must come first)."""
+        return self.close_frame(timeout)[0]
+
+    def close_frame(self, timeout: float = 10.0) -> tuple[int, str]:
+        """Wait for the server's close frame: (status code, reason); no message must come first."""
         try:
             opcode, data = self.next_frame(timeout)
         except websocket.WebSocketConnectionClosedException as exc:
             raise AssertionError("connection dropped without a close frame") from exc
         assert opcode == websocket.ABNF.OPCODE_CLOSE, f"expected a close frame, got {data!r}"
         assert len(data) >= 2, f"close frame without a status code: {data!r}"
-        return int.from_bytes(data[:2], "big")
+        return int.from_bytes(data[:2], "big"), data[2:].decode("utf-8", "replace")
 
     def collect_until(self, stop: Callable[[dict], bool], timeout: float = 30.0) -> list[dict]:
         """Messages in arrival order up to and including the first one for which ``stop`` is true."""

@@ -243,18 +243,28 @@ export class ExecutionsResource extends Resource {
 
   /**
    * Open the live event stream, optionally filtered: { executionSerial, jobSerial, timeout (ms per event),
-   * connectTimeout }. `await stream.ready` before starting what you want to watch.
+   * connectTimeout, since (with executionSerial: start after that seq; 0: the whole history), includeOutput
+   * (also branch_output events: not numbered, not replayed on a reconnect), reconnect (default true),
+   * maxReconnectDelay (ms, default 5000) }. `await stream.ready` before starting what you want to watch.
    */
-  events({ executionSerial, jobSerial, timeout = null, connectTimeout } = {}) {
+  events({
+    executionSerial, jobSerial, timeout = null, connectTimeout, since = null, includeOutput = false, reconnect = true,
+    maxReconnectDelay = 5000,
+  } = {}) {
     const client = this._client;
+    const http = this._http;
     return new EventStream({
-      url: eventsURL(this._http.root, { executionSerial, jobSerial }),
-      token: this._http.token,
+      url: eventsURL(http.root, { executionSerial, jobSerial, since, includeOutput }),
+      token: http.token,
+      getToken: () => http.token, // a reconnect presents the token the client holds then
       WebSocket: client.WebSocket ?? globalThis.WebSocket,
       timeout,
-      connectTimeout: connectTimeout ?? this._http.timeout,
+      connectTimeout: connectTimeout ?? http.timeout,
       filters: { executionSerial, jobSerial },
-      precheck: () => this._http.json('GET', '/auth/me'),
+      precheck: () => http.json('GET', '/auth/me'),
+      since,
+      reconnect,
+      maxReconnectDelay,
     });
   }
 }

@@ -67,6 +67,8 @@ describe('URLs', () => {
     assert.equal(eventsURL('http://h:1'), 'ws://h:1/ws/executions');
     assert.equal(eventsURL('https://h', { jobSerial: 'J20250001' }), 'wss://h/ws/executions?job_serial=J20250001');
     assert.equal(eventsURL('http://h', { executionSerial: 'J20250001.0001' }), 'ws://h/ws/executions?execution_serial=J20250001.0001');
+    assert.equal(eventsURL('http://h', { executionSerial: 'J20250001.0001', since: 0, includeOutput: true }),
+      'ws://h/ws/executions?execution_serial=J20250001.0001&since=0&include=output');
   });
 });
 
@@ -210,13 +212,13 @@ describe('event stream', () => {
     }
   });
 
-  it('authenticates with a first message, yields camelCase events and ends on close', async () => {
+  it('authenticates with a first message, yields camelCase events and ends on close (reconnect: false)', async () => {
     const WS = fakeWebSocket((ws) => {
       ws.emit('message', { data: JSON.stringify({ type: 'subscribed', data: { job_serial: 'J20250001' } }) });
       ws.emit('message', { data: JSON.stringify({ type: 'execution_started', data: { execution_serial: 'J20250001.0001', branch_count: 1 } }) });
       ws.serverClose(1001, 'going away');
     });
-    const stream = new EventStream({ url: 'ws://x/ws/executions?job_serial=J20250001', token: 'tok', WebSocket: WS, filters: { jobSerial: 'J20250001' } });
+    const stream = new EventStream({ url: 'ws://x/ws/executions?job_serial=J20250001', token: 'tok', WebSocket: WS, filters: { jobSerial: 'J20250001' }, reconnect: false });
     await stream.ready;
     assert.deepEqual(stream.filters, { jobSerial: 'J20250001' });
     assert.deepEqual(WS.last.sent, [{ action: 'auth', token: 'tok' }]);
@@ -224,6 +226,32 @@ describe('event stream', () => {
     for await (const event of stream) events.push(event);
     assert.deepEqual(events, [{ type: 'execution_started', data: { executionSerial: 'J20250001.0001', branchCount: 1 } }]);
     assert.equal(stream.closeCode, 1001);
+  });
+
+  it('reconnects after a close with since=<last seq>, skips repeated seqs, and ends after execution_completed', async () => {
+    const urls = [];
+    const send = (ws, type, seq) => ws.emit('message', { data: JSON.stringify({ type, data: { execution_serial: 'J20250001.0001', seq } }) });
+    const WS = fakeWebSocket((ws) => {
+      urls.push(ws.url);
+      ws.emit('message', { data: JSON.stringify({ type: 'subscribed', data: {} }) });
+      if (urls.length === 1) {
+        send(ws, 'execution_started', 1);
+        send(ws, 'branch_started', 2);
+      } else {
+        send(ws, 'branch_started', 2);
+        send(ws, 'execution_completed', 3);
+      }
+      ws.serverClose(1001, 'going away');
+    });
+    const stream = new EventStream({ url: 'ws://x/ws/executions?execution_serial=J20250001.0001', token: 't', WebSocket: WS,
+      filters: { executionSerial: 'J20250001.0001' }, timeout: 5000 });
+    const seqs = [];
+    for await (const event of stream) seqs.push(event.data.seq);
+    assert.deepEqual(seqs, [1, 2, 3]);
+    assert.deepEqual(urls, ['ws://x/ws/executions?execution_serial=J20250001.0001',
+      'ws://x/ws/executions?execution_serial=J20250001.0001&since=2']);
+    assert.equal(stream.reconnects, 1);
+    assert.deepEqual(stream.positions, { 'J20250001.0001': 3 });
   });
 
   it('turns a 1008 close before the subscription into Unauthorized or ValidationError', async () => {

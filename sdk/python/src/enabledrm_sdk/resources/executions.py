@@ -68,12 +68,23 @@ class ExecutionsResource(Resource):
                 self._sleep(poll_interval)
 
     def events(self, *, execution_serial: Optional[str] = None, job_serial: Optional[str] = None,
-               timeout: Optional[float] = None, connect_timeout: Optional[float] = None) -> EventStream:
+               timeout: Optional[float] = None, connect_timeout: Optional[float] = None,
+               since: Optional[int] = None, include_output: bool = False, reconnect: bool = True,
+               max_reconnect_delay: float = 5.0) -> EventStream:
         """Open the live event stream (``/ws/executions``), optionally filtered by execution or job
         serial. Returns once the server confirmed the subscription, so every later event is
         delivered. Iterate it for :class:`~enabledrm_sdk.models.Event` objects; use it as a context
         manager (or call ``close()``). ``timeout``: seconds to wait for each event before
-        :class:`WaitTimeout` (``None``: forever)."""
+        :class:`WaitTimeout` (``None``: forever), reconnects included.
+
+        ``since`` (with ``execution_serial`` only): start after that seq (0: the whole history);
+        without it a stream on one execution starts after its latest event. A dropped connection is
+        reopened with backoff (up to ``max_reconnect_delay`` seconds apart; ``reconnect=False``:
+        iteration ends instead), on one execution with ``since=<last seq yielded>``; no event is
+        yielded twice. ``include_output``: also ``branch_output`` events (live output; not numbered,
+        not replayed on a reconnect: read the output endpoint from their ``offset``)."""
         return EventStream.connect(self._t, execution_serial=execution_serial, job_serial=job_serial,
                                    timeout=timeout,
-                                   connect_timeout=connect_timeout if connect_timeout is not None else self._t.timeout)
+                                   connect_timeout=connect_timeout if connect_timeout is not None else self._t.timeout,
+                                   since=since, include_output=include_output, reconnect=reconnect,
+                                   max_reconnect_delay=max_reconnect_delay)
