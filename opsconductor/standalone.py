@@ -4,6 +4,7 @@ and the sweep/scheduler loop. Same interfaces as production, nothing to install 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from dataclasses import dataclass
 
@@ -47,6 +48,36 @@ class _QuietQueryHandler(WSGIRequestHandler):
             self.wfile.write(body)
 
 
+def _websocket_ends_quietly(app):
+    """flask-sock answers an ordinary empty 200 once a WebSocket handler returns; werkzeug's server would write
+    that reply after the socket's close frame, and browsers then fail the closing socket ("Invalid frame
+    header"). A 200 to a request that asked to upgrade means the upgrade happened: end the connection instead,
+    as werkzeug does quietly on ConnectionError, writing nothing. (A refused handshake's answer is passed on.)"""
+
+    def wsgi(environ, start_response):
+        if environ.get("HTTP_UPGRADE", "").lower() != "websocket":
+            return app(environ, start_response)
+        reply: list = []
+
+        def hold(status, headers, exc_info=None):
+            reply.append((status, headers, exc_info))
+            return lambda data: None
+
+        body = app(environ, hold)
+        if reply and reply[0][0].startswith("200"):
+            getattr(body, "close", lambda: None)()
+            try:  # the server closes the TCP connection after the closing handshake (RFC 6455 §7.1.1)
+                environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
+            except (KeyError, OSError):
+                pass
+            raise ConnectionError("websocket closed")
+        if reply:
+            start_response(*reply[0])
+        return body
+
+    return wsgi
+
+
 class EmbeddedDispatcher(Dispatcher):
     """The in-process worker consumes one queue, so every branch goes there whatever its target's queue."""
 
@@ -70,7 +101,8 @@ class Embedded:
                                             queues=["default"], hostname="embedded@opsconductor",
                                             without_heartbeat=True, without_mingle=True, without_gossip=True,
                                             loglevel="WARNING")
-        self.server = make_server(host, port, self.app, threaded=True, request_handler=_QuietQueryHandler)
+        self.server = make_server(host, port, _websocket_ends_quietly(self.app), threaded=True,
+                                  request_handler=_QuietQueryHandler)
         self._worker = worker
         self._threads = (
             threading.Thread(target=worker.start, name="celery-worker", daemon=True),

@@ -60,8 +60,10 @@ def dataset(driver, css: str) -> dict[str, str]:
     return driver.execute_script("return Object.assign({}, document.querySelector(arguments[0]).dataset)", css)
 
 
+PROBLEMS = ("Content Security Policy", "TrustedHTML", "TrustedScript", "Invalid frame header")
+
+
 def csp_violations(driver) -> list[dict]:
-    """Console entries that report a Content-Security-Policy or Trusted Types refusal."""
-    return [e for e in driver.get_log("browser")
-            if "Content Security Policy" in e["message"] or "TrustedHTML" in e["message"]
-            or "TrustedScript" in e["message"]]
+    """Console entries since the last call that report a Content-Security-Policy or Trusted Types refusal, or a
+    WebSocket the server broke (a reply written after its close frame)."""
+    return [e for e in driver.get_log("browser") if any(problem in e["message"] for problem in PROBLEMS)]
