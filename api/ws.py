@@ -271,7 +271,9 @@ def executions_stream(ws):
             log.warning("websocket refused: database unavailable", exc_info=True)
             _refuse(ws, TRY_AGAIN_LATER, "database unavailable")
             return
-        ws.send(json.dumps({"type": "subscribed", "data": filters}))
+        # where a one-execution stream starts: a client dropped before its first event resumes from here
+        confirmed = filters if start is None else {**filters, "since": start}
+        ws.send(json.dumps({"type": "subscribed", "data": confirmed}))
         log.info("websocket subscribed user=%s filters=%s since=%s", claims.get("username"), filters, since)
         if start is not None:
             relay.start_at(filters["execution_serial"], start)

@@ -227,7 +227,10 @@ export class EventStream {
       } else {
         this._subscribed = true;
         if (this._connectTimer) clearTimeout(this._connectTimer);
-        if (message.type === 'subscribed') this.filters = camelize(message.data ?? {});
+        if (message.type === 'subscribed') {
+          const { since: _start, ...filters } = message.data ?? {};
+          this.filters = camelize(filters);
+        }
         this._resolveReady(this); // (a server without the confirmation: its first message is an event, kept)
       }
     }
@@ -237,7 +240,11 @@ export class EventStream {
   /** Whether to yield this message: control messages and repeated seqs are consumed here. */
   _accept(message) {
     const data = message.data && typeof message.data === 'object' ? message.data : {};
-    if (message.type === 'subscribed') return false;
+    if (message.type === 'subscribed') { // a one-execution stream is told where it starts: a resume goes on from there
+      const serial = this._executionSerial;
+      if (serial && Number.isInteger(data.since) && this.positions[serial] === undefined) this.positions[serial] = data.since;
+      return false;
+    }
     if (message.type === 'resume') { // too slow: the server closes next (1013) and says where to go on from
       if (data.since && typeof data.since === 'object') this._resumeFrom = { ...data.since };
       return false;

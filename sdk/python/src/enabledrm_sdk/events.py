@@ -120,7 +120,8 @@ class EventStream:
         stream = cls(ws, timeout, {}, opener=opener if reconnect else None, execution_serial=execution_serial,
                      max_reconnect_delay=max_reconnect_delay)
         if first is not None and first.get("type") == "subscribed":
-            stream.filters = dict(first.get("data") or {})
+            stream.filters = {k: v for k, v in (first.get("data") or {}).items() if k != "since"}
+            stream._accept(first)
         elif first is not None:  # an older server without the confirmation: keep the event for the caller
             stream._pending = first
         if execution_serial and since is not None:
@@ -257,13 +258,18 @@ class EventStream:
             self.reconnects += 1
             if first is not None and first.get("type") != "subscribed":
                 self._pending = first
+            elif first is not None:
+                self._accept(first)
             return
 
     def _accept(self, message: Dict[str, Any]) -> bool:
         """Whether to yield this message: control messages and repeated seqs are consumed here."""
         kind, data = message.get("type"), message.get("data")
         data = data if isinstance(data, dict) else {}
-        if kind == "subscribed":
+        if kind == "subscribed":  # a one-execution stream is told where it starts: a resume goes on from there
+            since = data.get("since")
+            if self._execution_serial and isinstance(since, int) and not isinstance(since, bool):
+                self.positions.setdefault(self._execution_serial, since)
             return False
         if kind == "resume":  # too slow: the server closes next (1013) and says where to go on from
             since = data.get("since")
