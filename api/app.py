@@ -28,6 +28,7 @@ from api.extensions import jwt, limiter, sock
 from common.config import Settings
 from common.crypto import SecretBox
 from common.db import Database
+from common.live_output import OutputStore, make_output_store
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def _retry_after_only_on_429(response):
 
 
 def create_app(settings: Settings | None = None, *, db: Database | None = None, dispatcher: Any = None,
-               events: Any = None) -> Flask:
+               events: Any = None, output: OutputStore | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config.update(
@@ -71,6 +72,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     app.extensions["opsconductor"] = Platform(
         settings=settings, db=db or Database(settings.database_url), box=SecretBox(settings.secret_key),
         dispatcher=dispatcher, events=events)
+    # running branches' output (the embedded default passes the store its in-process worker writes)
+    app.extensions["opsconductor.output"] = output if output is not None else make_output_store(settings)
 
     jwt.init_app(app)
     auth.register_jwt_handlers()

@@ -1,13 +1,13 @@
-"""Execution and branch lookups: by serial, search, bulk, per-job history."""
+"""Execution and branch lookups: by serial, search, bulk, per-job history, a branch's output."""
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, current_app
 
 from api.context import transaction
 from api.endpoint import endpoint
-from api.schemas.executions import BranchDetailOut, ExecutionDetailOut
+from api.schemas.executions import BranchDetailOut, BranchOutputOut, BranchOutputQuery, ExecutionDetailOut
 from api.schemas.lookups import BulkIn, BulkOut, ExecutionListOut, JobExecutionsQuery, SearchOut, SearchQuery
-from common.services import lookups
+from common.services import branch_output, lookups
 
 bp = Blueprint("executions", __name__)
 
@@ -35,6 +35,16 @@ def execution_by_serial(execution_serial: str):
 def branch_by_serial(branch_serial: str):
     with transaction() as session:
         return BranchDetailOut.model_validate(lookups.branch_by_serial(session, branch_serial))
+
+
+@bp.get("/api/executions/branch/<branch_serial>/output")
+@endpoint("A branch's stdout or stderr from a byte offset, while it runs and after it ended (secrets masked); "
+          "read on from next_offset, or follow branch_output events", query=BranchOutputQuery,
+          response=BranchOutputOut, errors=(404, 422))
+def branch_output_from(branch_serial: str, query: BranchOutputQuery):
+    with transaction() as session:
+        return BranchOutputOut.model_validate(branch_output.read_output(
+            session, current_app.extensions["opsconductor.output"], branch_serial, query.stream, query.offset))
 
 
 @bp.get("/api/executions/search")

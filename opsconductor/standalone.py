@@ -1,6 +1,7 @@
 """The embedded default in one process: API and WebSocket on a threaded server, SQLite in ./var,
 Celery on its in-memory transport with an in-process thread-pool worker, an in-process event bus,
-and the sweep/scheduler loop. Same interfaces as production, nothing to install but Python."""
+the sweep/scheduler loop, and running branches' output in memory. Same interfaces as production,
+nothing to install but Python."""
 from __future__ import annotations
 
 import logging
@@ -19,6 +20,7 @@ from api.errors import server_error_body
 from common.config import Settings
 from common.db import Database
 from common.events import LocalEventBus
+from common.live_output import LocalOutputStore
 from common.migrate import upgrade
 from worker.celery_app import make_celery
 from worker.maintenance import Maintenance
@@ -141,8 +143,9 @@ def build(settings: Settings | None = None) -> Embedded:
     db = Database(settings.database_url)
     ensure_startup_admin(settings, db)
     events = LocalEventBus()
-    runtime = WorkerRuntime(settings, db=db, events=events)
+    output = LocalOutputStore(settings.output_cap_bytes)  # written by the in-process worker, read by the API
+    runtime = WorkerRuntime(settings, db=db, events=events, output_store=output)
     celery = make_celery(settings, runtime=runtime)
     runtime.sender = EmbeddedDispatcher(celery).send  # one queue in-process, whatever the target's
-    app = create_app(settings, db=db, dispatcher=EmbeddedDispatcher(celery), events=events)
+    app = create_app(settings, db=db, dispatcher=EmbeddedDispatcher(celery), events=events, output=output)
     return Embedded(settings=settings, app=app, celery=celery, runtime=runtime)

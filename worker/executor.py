@@ -1,19 +1,22 @@
 """Running one branch: claim it, open the target, run its actions in order, record each step as it
 ends, finish it exactly once, publish after every commit. No database session is held across SSH
-I/O. Also killing what a branch whose worker died left running on its target."""
+I/O. Its output streams live as it prints (worker/live_output.py), with the values of its secrets
+(the target's password or key passphrase, the execution's secret parameters) masked before anything
+stores, publishes or logs them. Also killing what a branch whose worker died left running on its
+target."""
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from common.db import while_unavailable
 from common.hostkeys import fingerprint
 from common.services import executions as svc
-from common.services.parameters import environment
+from common.services.parameters import environment, secret_values
 from common.statuses import BranchStatus, ErrorType
+from worker.live_output import BranchOutput
 from worker.runners.base import ConnectError, ConnectionSpec, Session, StepResult
-from worker.runners.output import OutputCollector
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -26,8 +29,6 @@ class Outcome:
     status: BranchStatus
     exit_code: int | None = None
     error_type: str | None = None
-    stdout: list[str] = field(default_factory=list)
-    stderr: list[str] = field(default_factory=list)
     last_step: dict | None = None  # the final step, written in the finishing transaction: one commit fewer
 
 
@@ -40,33 +41,40 @@ def run_branch(rt: WorkerRuntime, branch_id: int) -> str | None:
     context = f"branch={work.branch_serial} target={work.target_serial}"
     cancel = rt.heartbeats.register(branch_id)
     crash: Exception | None = None
+    output = rt.live.open(work.branch_serial, work.execution_serial)
     try:
-        outcome = _run(rt, work, cancel, context)
+        output.hide(_secrets(rt, work))  # before the first byte is read
+        outcome = _run(rt, work, cancel, context, output)
     except Exception as exc:  # a bug or an infrastructure fault: the branch still ends, with the reason
         log.exception("branch crashed %s", context)
         crash = exc
-        outcome = Outcome(BranchStatus.FAILED, error_type=ErrorType.INTERNAL_ERROR,
-                          stderr=[f"internal error in the worker: {type(exc).__name__}: {exc}"])
+        outcome = Outcome(BranchStatus.FAILED, error_type=ErrorType.INTERNAL_ERROR)
+        output.stderr.note(f"internal error in the worker: {type(exc).__name__}: {exc}")
     finally:
         rt.heartbeats.unregister(branch_id)
-    cap = rt.settings.output_cap_bytes
+    output.close()  # its last bytes are published before its end is
     rt.finisher.finish(
         branch_id, outcome.status, exit_code=outcome.exit_code, error_type=outcome.error_type,
-        result_output=_joined(outcome.stdout, cap), result_error=_joined(outcome.stderr, cap),
+        result_output=output.stdout.text(), result_error=output.stderr.text(),
         last_step=outcome.last_step, started_at=work.started_at, brakes=work.brakes)
+    output.finished()
     log.info("branch finished %s status=%s exit_code=%s", context, outcome.status, outcome.exit_code)
     if crash is not None:
         raise crash
     return outcome.status
 
 
-def _joined(parts: list[str], cap: int) -> str | None:
-    parts = [p for p in parts if p]
-    if not parts:
-        return None
-    collector = OutputCollector(cap)
-    collector.feed("".join(parts).encode("utf-8", "replace"))
-    return collector.text()
+def _secrets(rt: WorkerRuntime, work: svc.ClaimedBranch) -> list[str]:
+    """The values its output must never show: the credential's password and key passphrase (an SSH
+    target's only: a local one never uses it) and the execution's secret parameters."""
+    found = secret_values(rt.box, work.secret_parameters)
+    cred = work.credential
+    if cred is not None and work.connection != "local":
+        if cred.auth_type == "password":
+            found.append(rt.box.decrypt(cred.secret_encrypted))
+        if cred.passphrase_encrypted:
+            found.append(rt.box.decrypt(cred.passphrase_encrypted))
+    return found
 
 
 def _spec(rt: WorkerRuntime, work: svc.ClaimedBranch) -> ConnectionSpec:
@@ -97,21 +105,24 @@ def _open(rt: WorkerRuntime, work: svc.ClaimedBranch) -> Session:
     return session
 
 
-def _run(rt: WorkerRuntime, work: svc.ClaimedBranch, cancel: threading.Event, context: str) -> Outcome:
+def _run(rt: WorkerRuntime, work: svc.ClaimedBranch, cancel: threading.Event, context: str,
+         output: BranchOutput) -> Outcome:
     try:
         target = _open(rt, work)
     except ConnectError as exc:
         log.info("connect failed %s error_type=%s", context, exc.error_type)
-        return Outcome(BranchStatus.FAILED, error_type=exc.error_type, stderr=[exc.message])
+        output.stderr.note(exc.message)
+        return Outcome(BranchStatus.FAILED, error_type=exc.error_type)
     outcome = Outcome(BranchStatus.COMPLETED, exit_code=0)
     try:
         for i, action in enumerate(work.actions):
             if cancel.is_set():
                 return _stopped(outcome, BranchStatus.CANCELLED, ErrorType.CANCELLED)
-            result = _run_action(rt, target, action, cancel, work)
-            step = _step(action, result)
-            outcome.stdout.append(result.stdout)
-            outcome.stderr.append(step["stderr"])
+            result = _run_action(rt, target, action, cancel, work, output)
+            reason = _reason(result)
+            if reason is not None:
+                output.stderr.note(reason)
+            step = _step(action, result, output.stderr.mask(reason or ""))
             outcome.exit_code = result.exit_code
             stop = _stop_for(result, action)
             if stop is not None:
@@ -144,7 +155,7 @@ def _stopped(outcome: Outcome, status: BranchStatus, error_type: str) -> Outcome
 
 
 def _run_action(rt: WorkerRuntime, target: Session, action: dict, cancel: threading.Event,
-                work: svc.ClaimedBranch) -> StepResult:
+                work: svc.ClaimedBranch, output: BranchOutput) -> StepResult:
     params = action["parameters"]
     timeout = action["timeout_seconds"] or rt.settings.default_action_timeout
     branch_id = work.branch_id
@@ -158,30 +169,31 @@ def _run_action(rt: WorkerRuntime, target: Session, action: dict, cancel: thread
     try:
         if action["action_type"] == "script":
             return target.run(params.get("interpreter") or DEFAULT_INTERPRETER, stdin=params["script"].encode(),
-                              timeout=timeout, cancel=cancel, on_start=started, env=env)
-        return target.run(params["command"], timeout=timeout, cancel=cancel, on_start=started, env=env)
+                              timeout=timeout, cancel=cancel, on_start=started, env=env, output=output)
+        return target.run(params["command"], timeout=timeout, cancel=cancel, on_start=started, env=env,
+                          output=output)
     finally:
         rt.heartbeats.remote_pid(branch_id, None)
 
 
-def _step(action: dict, result: StepResult) -> dict:
+def _step(action: dict, result: StepResult, reason: str) -> dict:
     statuses: dict[str | None, BranchStatus] = {None: BranchStatus.COMPLETED, ErrorType.TIMEOUT: BranchStatus.TIMED_OUT,
                                                 ErrorType.CANCELLED: BranchStatus.CANCELLED}
     status = statuses.get(result.error_type, BranchStatus.FAILED)
+    separator = "" if not reason or not result.stderr or result.stderr.endswith("\n") else "\n"
     return {"position": action["position"], "action_name": action["action_name"],
             "action_type": action["action_type"], "status": status, "exit_code": result.exit_code,
-            "stdout": result.stdout, "stderr": _with_reason(result), "error_type": result.error_type,
+            "stdout": result.stdout, "stderr": f"{result.stderr}{separator}{reason}", "error_type": result.error_type,
             "started_at": result.started_at, "completed_at": result.completed_at, "duration": result.duration}
 
 
-def _with_reason(result: StepResult) -> str:
-    """The command's stderr, then why the runner ended it (a timeout, a lost link, a kill that could
-    not be confirmed); a plain non-zero exit needs no words beyond its exit code."""
+def _reason(result: StepResult) -> str | None:
+    """Why the runner ended the command (a timeout, a lost link, a kill that could not be confirmed), a
+    line to follow its stderr; a plain non-zero exit needs no words beyond its exit code."""
     plain_exit = result.error_type == ErrorType.COMMAND_FAILED and result.exit_code is not None
     if not result.error_message or plain_exit:
-        return result.stderr
-    separator = "" if not result.stderr or result.stderr.endswith("\n") else "\n"
-    return f"{result.stderr}{separator}[opsconductor] {result.error_message}\n"
+        return None
+    return f"[opsconductor] {result.error_message}\n"
 
 
 def _record(rt: WorkerRuntime, branch_id: int, step: dict) -> None:

@@ -1,5 +1,5 @@
 """Everything a worker process holds for its whole life: settings, database, secrets, runners,
-the SSH connection pool, the heartbeat and the event bus. Built once per process."""
+the SSH connection pool, the heartbeat, the event bus and live output. Built once per process."""
 from __future__ import annotations
 
 import logging
@@ -11,10 +11,12 @@ from common.config import Settings
 from common.crypto import SecretBox
 from common.db import Database
 from common.events import make_event_bus, publish_events
+from common.live_output import OutputStore, make_output_store
 from common.services.dispatch import Send
 from common.services.executions import Event
 from worker.group_commit import Claimer, Finisher, Pinner
 from worker.heartbeat import HeartbeatMonitor
+from worker.live_output import LiveOutput
 from worker.runners.local import LocalRunner
 from worker.runners.ssh import SSHPool, SSHRunner
 
@@ -38,13 +40,16 @@ def make_local_runner(settings: Settings) -> LocalRunner:
 
 
 class WorkerRuntime:
-    def __init__(self, settings: Settings, *, db: Database | None = None, events: Any = None):
+    def __init__(self, settings: Settings, *, db: Database | None = None, events: Any = None,
+                 output_store: OutputStore | None = None):
         self.settings = settings
         # a connection per busy thread, or branches queue for connections while holding none of the work
         self.db = db or Database(settings.database_url, pool_size=min(settings.worker_concurrency, 50),
                                  max_overflow=10, ping_idle_after=PING_IDLE_AFTER)
         self.box = SecretBox(settings.secret_key)
         self.events = events if events is not None else make_event_bus(settings)
+        # the embedded default hands the API's store in: one process, one copy of each running stream
+        self.live = LiveOutput(output_store or make_output_store(settings), self.events, settings.output_cap_bytes)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.pool = SSHPool(idle_timeout=settings.ssh_pool_idle_seconds)
         self.ssh = SSHRunner(pool=self.pool, output_cap=settings.output_cap_bytes,
@@ -70,3 +75,4 @@ class WorkerRuntime:
     def close(self) -> None:
         self.heartbeats.stop()
         self.pool.close_all()
+        self.live.close()

@@ -113,3 +113,22 @@ class ExecutionOut(OutModel):
 
 class ExecutionDetailOut(ExecutionOut):
     job: ExecutionJobOut
+
+
+class BranchOutputQuery(InModel):
+    stream: Literal["stdout", "stderr"] = Field("stdout", description="Which of the branch's output streams")
+    offset: int = Field(0, ge=0, le=2**53 - 1, description="Byte offset in the stream to read from: 0, or the "
+                                                            "next_offset of the previous read or branch_output event")
+
+
+class BranchOutputOut(OutModel):
+    branch_serial: str
+    stream: Literal["stdout", "stderr"]
+    offset: int = Field(description="Where `data` starts in the stream, in bytes: the offset asked for, or "
+                                    "later when the bytes there were dropped by the output cap")
+    data: str = Field(description="The text from `offset` to what has been printed so far (secrets masked; a "
+                                  "read across dropped bytes holds the truncation marker in their place)")
+    next_offset: int = Field(description="The offset to read from next (the stream's length so far)")
+    running: bool = Field(description="Whether more may come: the branch is queued or running")
+    truncated: bool = Field(description="Bytes from the offset asked for were dropped by the output cap "
+                                        "(skipped, or replaced by the marker)")

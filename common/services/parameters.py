@@ -93,12 +93,19 @@ def seal(box: SecretBox | None, public: dict[str, str], secret: dict[str, str]) 
     return {**public, **{name: MASK for name in secret}}, box.encrypt(json.dumps(secret))
 
 
+def _unsealed(box: SecretBox, secret_token: str | None) -> dict[str, str]:
+    return json.loads(box.decrypt(secret_token)) if secret_token else {}
+
+
 def environment(box: SecretBox, parameters: dict[str, str] | None, secret_token: str | None) -> dict[str, str]:
     """What an action's environment gets: OC_PARAM_<NAME> for each value, secrets decrypted (worker side)."""
-    values = dict(parameters or {})
-    if secret_token:
-        values.update(json.loads(box.decrypt(secret_token)))
+    values = {**(parameters or {}), **_unsealed(box, secret_token)}
     return {f"{ENV_PREFIX}{name}": value for name, value in values.items() if _NAME.fullmatch(name)}
+
+
+def secret_values(box: SecretBox, secret_token: str | None) -> list[str]:
+    """The secret values an execution runs with (worker side): its output must never show them."""
+    return list(_unsealed(box, secret_token).values())
 
 
 def copy_parameters(parent: Any, child: Any) -> None:

@@ -31,6 +31,7 @@ from tests.integration.engine_helpers import (
     job_row,
     run_together,
     sleep_marker,
+    step_rows,
     unique,
     wait_execution_done,
     wait_for,
@@ -117,9 +118,11 @@ def test_worker_killed_mid_command_is_failed_as_worker_lost_and_never_run_again(
     start_celery("beat")  # the sweep runs in the beat process, whatever worker dies
     marker = sleep_marker()
     reap_marker(marker)
-    body = api.run([command("long", f"echo start >> {remote_file}; sleep 30 {marker}")], [target["id"]])
+    body = api.run([command("first", "echo one"), command("long", f"echo start >> {remote_file}; sleep 30 {marker}")],
+                   [target["id"]])
     serial = body["execution_serial"]
     branch_id = body["branches"][0]["id"]
+    branch_serial = body["branches"][0]["branch_serial"]
     wait_for(lambda: branch_row(engine_db, branch_id).status == "running" and _lines(remote_file) == ["start"], 15,
              message="the command to start", describe=lambda: describe_execution(engine_db, serial))
 
@@ -135,6 +138,10 @@ def test_worker_killed_mid_command_is_failed_as_worker_lost_and_never_run_again(
     assert (branch.status, branch.error_type, branch.worker) == ("failed", "worker_lost", victim.runtime_name)
     assert "not retried" in branch.result_error
     assert wait_execution_done(engine_db, serial).status == "failed"
+    # the step that ended before the worker died was committed when it ended, and its output is readable
+    assert [(s.action_name, s.status, s.stdout) for s in step_rows(engine_db, branch_id)] == \
+        [("first", "completed", "one\n")]
+    assert api.call("GET", f"/api/executions/branch/{branch_serial}/output", 200)["data"] == "one\n"
 
     # Its message is delivered again (a successor on the same queue, the task sent once more):
     # the branch is not queued any more, so nothing runs.

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from common.errors import ConfigError
+from common.output import TRUNCATION_MARKER
 from tests.sshd import find_processes, wait_until
 from worker.runners import local
 from worker.runners.base import ConnectionSpec, StepResult
 from worker.runners.local import LocalRunner
-from worker.runners.output import TRUNCATION_MARKER
 
 pytestmark = pytest.mark.timeout(60)
 

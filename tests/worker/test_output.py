@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from worker.runners.output import DEFAULT_OUTPUT_CAP, TRUNCATION_MARKER, OutputCollector
+from common.output import DEFAULT_OUTPUT_CAP, TRUNCATION_MARKER, OutputCollector
 
 
 def feed_chunks(collector: OutputCollector, data: bytes, seed: int = 0) -> None:

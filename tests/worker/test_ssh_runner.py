@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from common.output import TRUNCATION_MARKER
 from tests.sshd import (
     TEST_HOSTS,
     TEST_KEY_PASSPHRASE,
@@ -24,7 +25,6 @@ from tests.sshd import (
     wait_until,
 )
 from worker.runners.base import ConnectError, ConnectionSpec, StepResult
-from worker.runners.output import TRUNCATION_MARKER
 from worker.runners.ssh import SSHPool, SSHRunner, load_private_key
 
 pytestmark = pytest.mark.timeout(60)

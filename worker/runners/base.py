@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from worker.runners.output import OutputCollector
+from common.output import OutputCollector
 
 
 @dataclass(frozen=True)
@@ -45,15 +45,50 @@ class StepResult:
         return (self.completed_at - self.started_at).total_seconds()
 
 
-class StepRecorder:
-    """One action's capped output streams and clock, turned into its StepResult."""
+class OutputTap(Protocol):
+    """Where a command's bytes go before its step records them (the branch's live stream: masking,
+    publishing). Returns what the step may record, possibly holding some back until ``end``."""
 
-    def __init__(self, output_cap: int):
+    def feed(self, data: bytes) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+
+class OutputTaps(Protocol):
+    @property
+    def stdout(self) -> OutputTap: ...
+
+    @property
+    def stderr(self) -> OutputTap: ...
+
+
+class TappedCollector(OutputCollector):
+    """A step's stream that records what its tap lets through (secrets masked), not the raw bytes."""
+
+    def __init__(self, cap: int, tap: OutputTap):
+        super().__init__(cap)
+        self._tap = tap
+
+    def feed(self, data: bytes) -> None:
+        super().feed(self._tap.feed(data))
+
+    def end(self) -> None:
+        super().feed(self._tap.end())
+
+
+class StepRecorder:
+    """One action's capped output streams and clock, turned into its StepResult. With ``output``, each
+    stream goes through the branch's tap first."""
+
+    def __init__(self, output_cap: int, output: OutputTaps | None = None):
         self.started_at = datetime.now(UTC)
-        self.out = OutputCollector(output_cap)
-        self.err = OutputCollector(output_cap)
+        self.out = OutputCollector(output_cap) if output is None else TappedCollector(output_cap, output.stdout)
+        self.err = OutputCollector(output_cap) if output is None else TappedCollector(output_cap, output.stderr)
 
     def result(self, exit_code: int | None, error_type: str | None, message: str | None) -> StepResult:
+        for stream in (self.out, self.err):
+            if isinstance(stream, TappedCollector):
+                stream.end()  # bytes a tap held back (a possible secret's start) are decided now
         return StepResult(exit_code=exit_code, stdout=self.out.text(), stderr=self.err.text(),
                           error_type=error_type, error_message=message, started_at=self.started_at,
                           completed_at=datetime.now(UTC))
@@ -82,8 +117,12 @@ class Session(Protocol):
         cancel: threading.Event | None = None,
         on_start: Callable[[int], None] | None = None,
         env: dict[str, str] | None = None,
+        output: OutputTaps | None = None,
     ) -> StepResult:
         """Run one command to its end, its timeout or a cancel.
+
+        ``output``: the branch's taps each stream passes through as it is read (live output, masking);
+        the StepResult holds what they let through.
 
         ``env``: variables added to the command's environment (job parameters, OC_PARAM_*). They reach
         it as data, never as command text, so no value can be read as shell syntax.

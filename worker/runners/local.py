@@ -27,9 +27,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from common.config import DEFAULT_LOCAL_RUN_AS, LOCAL_RUN_AS_SELF, local_account
+from common.output import DEFAULT_OUTPUT_CAP, OutputCollector
 
-from .base import ConnectionSpec, StepRecorder, StepResult
-from .output import DEFAULT_OUTPUT_CAP, OutputCollector
+from .base import ConnectionSpec, OutputTaps, StepRecorder, StepResult
 
 logger = logging.getLogger(__name__)
 
@@ -212,9 +212,10 @@ class LocalSession:
         cancel: threading.Event | None = None,
         on_start: Callable[[int], None] | None = None,  # not called: only a remote group is killed by PID later
         env: dict[str, str] | None = None,
+        output: OutputTaps | None = None,
     ) -> StepResult:
         deadline = time.monotonic() + timeout if timeout is not None else None
-        recorder = StepRecorder(self._runner.output_cap)
+        recorder = StepRecorder(self._runner.output_cap, output)
         out, err, result = recorder.out, recorder.err, recorder.result
 
         if cancel is not None and cancel.is_set():

@@ -22,8 +22,9 @@ from dataclasses import replace
 
 from paramiko.ssh_exception import SSHException
 
+from common.output import DEFAULT_OUTPUT_CAP
+
 from .base import ConnectError, ConnectionSpec
-from .output import DEFAULT_OUTPUT_CAP
 from .ssh_connect import Connector
 from .ssh_keys import KeyCache, host_key_line, load_private_key
 from .ssh_pool import (

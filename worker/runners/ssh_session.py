@@ -23,7 +23,7 @@ from paramiko.ssh_exception import SSHException
 
 from common.statuses import ErrorType
 
-from .base import ConnectError, ConnectionSpec, StepRecorder, StepResult
+from .base import ConnectError, ConnectionSpec, OutputTaps, StepRecorder, StepResult
 from .ssh_connect import link_error, user_timeout
 from .ssh_pool import PooledConnection, PoolKey
 
@@ -317,6 +317,7 @@ class SSHSession:
         cancel: threading.Event | None = None,
         on_start: Callable[[int], None] | None = None,
         env: dict[str, str] | None = None,
+        output: OutputTaps | None = None,
     ) -> StepResult:
         """Run ``command`` to its end, its timeout, a cancel or the loss of the link.
 
@@ -325,7 +326,7 @@ class SSHSession:
         on the target, and whoever takes over needs the PID to kill it.
         """
         deadline = time.monotonic() + timeout if timeout is not None else None
-        recorder = StepRecorder(self._runner.output_cap)
+        recorder = StepRecorder(self._runner.output_cap, output)
         if cancel is not None and cancel.is_set():
             return recorder.result(None, ErrorType.CANCELLED, "cancelled before the command started")
         try:
