@@ -11,6 +11,11 @@ serial_counters and jobs.execution_count are set consistently, and the tables ar
 
 Migrations run first (the same `common.migrate.upgrade` the app uses). The database must be empty
 unless --reset is given (which truncates every table). Deterministic for a given --seed and now.
+Closed executions are then rolled up (common/services/rollups.py) as closing them would have.
+
+--details adds what retention prunes (benchmarks/prune.py): an --output-bytes output on every finished
+branch, one step per branch with the same output, and each execution's events (execution_started, a
+branch_started and a branch_completed per branch, execution_completed) with their counter.
 """
 from __future__ import annotations
 
@@ -26,9 +31,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
-from common.db import make_engine
+from common.db import Database, make_engine
 from common.migrate import upgrade
 from common.models import Base
+from common.services import rollups
 
 log = logging.getLogger("seed_history")
 
@@ -82,7 +88,8 @@ class Serials:
         return f"{scope}{self.counters[scope]:04d}"
 
 
-def seed(database_url: str, *, scale: float, seed_value: int, reset: bool, now: datetime) -> dict[str, int]:
+def seed(database_url: str, *, scale: float, seed_value: int, reset: bool, now: datetime, details: bool = False,
+         output_bytes: int = 200) -> dict[str, int]:
     rng = random.Random(seed_value)
     n_targets = max(1, int(1000 * scale))
     n_jobs = max(len(WIDTHS), int(20_000 * scale))
@@ -143,7 +150,11 @@ def seed(database_url: str, *, scale: float, seed_value: int, reset: bool, now: 
         # executions and their branches, job by job; numbers follow start times
         execution_rows: list[tuple] = []
         branch_rows: list[tuple] = []
-        counts = {"executions": 0, "branches": 0}
+        step_rows: list[tuple] = []
+        event_rows: list[tuple] = []
+        counter_rows: list[tuple] = []
+        counts = {"executions": 0, "branches": 0, "steps": 0, "events": 0}
+        filler = ("ok " * (output_bytes // 3 + 1))[:output_bytes]
         exec_id = branch_id = 0
         running_since = now - timedelta(minutes=10)
         exec_cols = ("id", "execution_uuid", "execution_serial", "job_id", "execution_number", "status", "trigger",
@@ -153,11 +164,18 @@ def seed(database_url: str, *, scale: float, seed_value: int, reset: bool, now: 
                        "result_error", "queued_at", "dispatched_at", "started_at", "completed_at", "duration")
         job_status: dict[int, str] = {}
 
+        step_cols = ("id", "branch_id", "position", "action_name", "action_type", "status", "exit_code", "stdout",
+                     "stderr", "started_at", "completed_at", "duration")
+
         def flush_batch() -> None:
             counts["executions"] += copy_rows(cur, "executions", exec_cols, execution_rows)
             counts["branches"] += copy_rows(cur, "branches", branch_cols, branch_rows)
-            execution_rows.clear()
-            branch_rows.clear()
+            counts["steps"] += copy_rows(cur, "branch_steps", step_cols, step_rows)
+            counts["events"] += copy_rows(cur, "execution_events", ("execution_id", "seq", "type", "data",
+                                                                   "created_at"), event_rows)
+            copy_rows(cur, "execution_event_counters", ("execution_id", "last_seq"), counter_rows)
+            for rows in (execution_rows, branch_rows, step_rows, event_rows, counter_rows):
+                rows.clear()
 
         log.info("writing %d executions and their branches", n_jobs * RUNS_PER_JOB)
         for j, job_serial_, created, _width, target_ids in jobs:
@@ -194,13 +212,25 @@ def seed(database_url: str, *, scale: float, seed_value: int, reset: bool, now: 
                         longest = max(longest, duration + 2.0)
                         b_started_s, completed_s, dur = (ts(b_started), ts(b_started + timedelta(seconds=duration)),
                                                          duration)
+                    if details and output is not None:
+                        output = filler
                     branch_rows.append((branch_id, str(uuid.UUID(int=rng.getrandbits(128), version=4)),
                                         f"{serial}.{b:04d}", exec_id, b, target, target_serial[target], "default",
                                         b_status, error, code, output, err, ts(started), ts(started), b_started_s,
                                         completed_s, dur))
+                    if details:
+                        step_rows.append((branch_id, branch_id, 1, "run", "command", b_status, code, output, err,
+                                          b_started_s, completed_s, dur))
                 completed = None if status == "running" else ts(started + timedelta(seconds=longest))
                 execution_rows.append((exec_id, str(uuid.UUID(int=rng.getrandbits(128), version=4)), serial, j,
                                        number, status, "manual", ts(started), completed))
+                if details:
+                    kinds = ["execution_started", *(["branch_started", "branch_completed"] * len(target_ids))]
+                    if completed is not None:
+                        kinds.append("execution_completed")
+                    data = f'{{"execution_serial": "{serial}"}}'
+                    event_rows.extend((exec_id, seq, kind, data, ts(started)) for seq, kind in enumerate(kinds, 1))
+                    counter_rows.append((exec_id, len(kinds)))
                 job_status[j] = status
             if len(branch_rows) >= 200_000:
                 flush_batch()
@@ -209,7 +239,7 @@ def seed(database_url: str, *, scale: float, seed_value: int, reset: bool, now: 
         log.info("wrote %d executions, %d branches; setting counters, VACUUM ANALYZE", counts["executions"],
                  counts["branches"])
         # consistency: sequences, serial counters, job status from its latest execution
-        for table in ("targets", "jobs", "job_actions", "executions", "branches"):
+        for table in ("targets", "jobs", "job_actions", "executions", "branches", "branch_steps"):
             cur.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
         copy_rows(cur, "serial_counters", ("scope", "value"), sorted(serials.counters.items()))
         cur.execute("CREATE TEMP TABLE seed_job_status (job_id int, status text)")
@@ -219,13 +249,33 @@ def seed(database_url: str, *, scale: float, seed_value: int, reset: bool, now: 
         cur.execute("UPDATE jobs SET execution_count = c.n FROM (SELECT job_id, max(execution_number) n "
                     "FROM executions GROUP BY job_id) c WHERE jobs.id = c.job_id")
         raw.commit()
+        log.info("rolling up closed executions")
+        counts["rolled_up"] = roll_up_all(database_url)
         raw.set_isolation_level(0)  # VACUUM cannot run in a transaction
+        # rows enter this partial index as they are written and leave it as they are rolled up; a real
+        # history passes through it a few at a time, the seed all at once: rebuild it at its real size
+        cur.execute("REINDEX INDEX ix_executions_unrolled")
         cur.execute("VACUUM ANALYZE")
         counts.update(targets=len(targets), jobs=len(jobs))
         return counts
     finally:
         raw.close()
         engine.dispose()
+
+
+def roll_up_all(database_url: str, batch: int = 5000) -> int:
+    """Every closed execution into the hourly roll-ups, through the service closing uses."""
+    database = Database(database_url)
+    total = 0
+    try:
+        while True:
+            with database.session() as session:
+                done = rollups.roll_up_stragglers(session, limit=batch)
+            total += done
+            if done < batch:
+                return total
+    finally:
+        database.dispose()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,16 +285,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the default size (1.0 = 1M branches)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--reset", action="store_true", help="truncate every table first")
+    parser.add_argument("--details", action="store_true",
+                        help="also outputs, one step per branch and the events of every execution (for prune.py)")
+    parser.add_argument("--output-bytes", type=int, default=200, help="with --details: bytes of output per branch")
     args = parser.parse_args(argv)
     if not args.database_url or not args.database_url.startswith("postgresql"):
         parser.error("a PostgreSQL --database-url (or DATABASE_URL) is required")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     began = time.perf_counter()
     counts = seed(args.database_url, scale=args.scale, seed_value=args.seed, reset=args.reset,
-                  now=datetime.now(UTC))
+                  now=datetime.now(UTC), details=args.details, output_bytes=args.output_bytes)
     elapsed = time.perf_counter() - began
+    extra = f", {counts['steps']:,} steps, {counts['events']:,} events" if args.details else ""
     print(f"seeded {counts['targets']:,} targets, {counts['jobs']:,} jobs, {counts['executions']:,} executions, "
-          f"{counts['branches']:,} branches in {elapsed:.1f} s")
+          f"{counts['branches']:,} branches{extra} in {elapsed:.1f} s ({counts['rolled_up']:,} rolled up)")
     return 0
 
 

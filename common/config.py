@@ -83,6 +83,14 @@ class Settings:
     worker_concurrency: int = 64  # threads per worker process; the only source (Procfile and compose pass none)
     # the account a root worker runs local targets' commands as; None: the worker's own user
     local_run_as: str | None = DEFAULT_LOCAL_RUN_AS
+    # executions that ended more than this many days ago lose their outputs, steps and events (0: kept
+    # forever); the maintenance loop prunes every retention_interval_seconds
+    retention_days: int = 90
+    retention_interval_seconds: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.retention_days < 0:
+            raise ConfigError(f"RETENTION_DAYS must be 0 (keep forever) or a number of days, got {self.retention_days}")
 
     @property
     def broker_url(self) -> str:
@@ -141,7 +149,8 @@ _TUNABLES = {
     "dispatch_grace_seconds": "DISPATCH_GRACE_SECONDS", "sweep_interval_seconds": "SWEEP_INTERVAL_SECONDS",
     "ssh_pool_idle_seconds": "SSH_POOL_IDLE_SECONDS", "worker_concurrency": "WORKER_CONCURRENCY",
     "ssh_keepalive_seconds": "SSH_KEEPALIVE_SECONDS", "redispatch_seconds": "REDISPATCH_SECONDS",
-    "database_retry_seconds": "DATABASE_RETRY_SECONDS",
+    "database_retry_seconds": "DATABASE_RETRY_SECONDS", "retention_days": "RETENTION_DAYS",
+    "retention_interval_seconds": "RETENTION_INTERVAL_SECONDS",
 }
 
 

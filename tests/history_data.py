@@ -18,13 +18,27 @@ Jobs (job serial, name; branch .0001/.0002 on the targets in this order):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from common.models import Branch, BranchStep, Execution, Job, JobAction, Target, User, job_targets
+from common.db import Database
+from common.models import (
+    Branch,
+    BranchStep,
+    EventCounter,
+    Execution,
+    ExecutionEvent,
+    Job,
+    JobAction,
+    Target,
+    User,
+    job_targets,
+)
+from common.services import analytics, rollups, target_history
 
 NOW = datetime(2025, 1, 8, 10, 30, 0, tzinfo=UTC)
 
@@ -98,8 +112,9 @@ class History:
     job_ids: dict[str, int]
 
 
-def build_history(session: Session, now: datetime = NOW) -> History:
-    """Write the dataset above, each time shifted to keep its offset from `now`."""
+def build_history(session: Session, now: datetime = NOW, *, rolled_up: bool = True) -> History:
+    """Write the dataset above, each time shifted to keep its offset from `now`. Closed executions go
+    into the hourly roll-ups as closing them would (rolled_up=False: left to the raw rows)."""
     shift = now - NOW
 
     def at(moment: datetime | None) -> datetime | None:
@@ -117,6 +132,7 @@ def build_history(session: Session, now: datetime = NOW) -> History:
         session.add(targets[serial])
     session.flush()
     jobs: dict[str, Job] = {}
+    execution_ids: list[int] = []
     for serial, name, created, archived, target_serials, executions in JOBS:
         job = Job(job_serial=serial, name=name, job_type="command", status=executions[-1].status,
                   execution_count=len(executions), created_by=owner.id, created_at=at(created),
@@ -136,6 +152,7 @@ def build_history(session: Session, now: datetime = NOW) -> History:
                                   triggered_by=owner.id, started_at=started, completed_at=completed)
             session.add(execution)
             session.flush()
+            execution_ids.append(execution.id)
             for number, (b, target_serial) in enumerate(zip(e.branches, target_serials, strict=True), start=1):
                 branch_started = started if b.started else None
                 branch_done = None
@@ -151,8 +168,52 @@ def build_history(session: Session, now: datetime = NOW) -> History:
                                 result_error="boom" if b.status == "failed" else None)
                 session.add(branch)
     session.flush()
+    if rolled_up:
+        rollups.roll_up(session, execution_ids)  # the running one stays out, as it would
     return History(now=now, target_ids={s: t.id for s, t in targets.items()},
                    job_ids={s: j.id for s, j in jobs.items()})
+
+
+def add_details(session: Session) -> dict[str, int]:
+    """Give every branch one step and every execution its events (execution_started, a branch_completed
+    per finished branch, execution_completed when closed), as running them would have: the history that
+    retention prunes. Returns how many steps and events each execution got, by serial."""
+    sizes: dict[str, int] = {}
+    executions = session.execute(select(Execution.id, Execution.execution_serial, Execution.status)).all()
+    for execution_id, serial, status in executions:
+        branches = session.execute(select(Branch.id, Branch.status, Branch.result_output)
+                                   .where(Branch.execution_id == execution_id)).all()
+        session.add_all(BranchStep(branch_id=branch_id, position=1, action_name="run", action_type="command",
+                                   status=b_status, stdout=output) for branch_id, b_status, output in branches)
+        kinds = ["execution_started", *("branch_completed" for _, b_status, _ in branches
+                                        if b_status not in ("queued", "running"))]
+        if status != "running":
+            kinds.append("execution_completed")
+        session.add_all(ExecutionEvent(execution_id=execution_id, seq=seq, type=kind, data={"serial": serial})
+                        for seq, kind in enumerate(kinds, start=1))
+        session.add(EventCounter(execution_id=execution_id, last_seq=len(kinds)))
+        sizes[serial] = len(branches) + len(kinds)
+    session.flush()
+    return sizes
+
+
+def all_figures(db: Database, now: datetime) -> dict[str, Any]:
+    """Every answer of execution analytics, job metrics and target performance over this dataset at `now`
+    (each period, grouping, job and target), as plain data: two calls agree when every figure does."""
+    figures: dict[str, Any] = {}
+    with db.session() as session:
+        for period in analytics.PERIODS:
+            for group_by in analytics.GROUPS:
+                figures[f"analytics {period} {group_by}"] = asdict(
+                    analytics.execution_analytics(session, period=period, group_by=group_by, now=now))
+            for job_serial, *_ in JOBS:
+                figures[f"job {job_serial} {period}"] = asdict(
+                    analytics.job_metrics(session, job_serial, period=period, now=now))
+        for target_serial, *_ in TARGETS:
+            for days in (1, 7, 30, 90, 365):
+                figures[f"target {target_serial} {days}"] = asdict(
+                    target_history.target_performance(session, target_serial, days=days, now=now))
+    return figures
 
 
 # ---------------------------------------------------------------- answers of a chosen size

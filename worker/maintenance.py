@@ -1,6 +1,7 @@
 """The periodic work that keeps nothing lost or stuck: re-sending branches that never reached a
 worker or were lost in the broker, failing branches whose worker died (and having a live worker
-kill what they left running on the target), closing executions, firing scheduled jobs once.
+kill what they left running on the target), closing executions, firing scheduled jobs once; and,
+hourly in a thread of its own, pruning history older than RETENTION_DAYS.
 
 It runs against the database in a process that is sure to run (the beat process, or the
 embedded default's maintenance thread), never as a task: a branch whose only worker died must end
@@ -21,7 +22,7 @@ from common.config import Settings
 from common.db import Database, unavailable
 from common.events import EventBus, publish_events
 from common.models import Execution, utcnow
-from common.services import event_log, rollout
+from common.services import event_log, retention, rollout, rollups
 from common.services import executions as svc
 from common.services.dispatch import Send, dispatch_branches
 from common.task_names import KILL_ORPHAN
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 FIRE_DUE_INTERVAL = 1.0
 BATCH = 1000  # branches re-sent per query
+FIRST_RETENTION_DELAY = 60.0  # seconds after start: a beat restarting in a loop does not prune in a loop
 
 
 class Maintenance:
@@ -51,9 +53,44 @@ class Maintenance:
         publish_events(self.events, events)
 
     def run(self, stop: threading.Event) -> None:
-        """Fire due jobs every second and sweep every SWEEP_INTERVAL_SECONDS until ``stop``."""
+        """Fire due jobs every second and sweep every SWEEP_INTERVAL_SECONDS until ``stop``; keep history
+        in a thread of its own, so that a long prune never delays a firing or a sweep."""
+        threading.Thread(target=self.run_retention, args=(stop,), name="retention", daemon=True).start()
         while not stop.wait(min(FIRE_DUE_INTERVAL, self.settings.sweep_interval_seconds)):
             self.round()
+
+    def run_retention(self, stop: threading.Event) -> None:
+        """keep_history every RETENTION_INTERVAL_SECONDS (the first soon after start) until ``stop``."""
+        wait = min(FIRST_RETENTION_DELAY, self.settings.retention_interval_seconds)
+        while not stop.wait(wait):
+            try:
+                self.keep_history(stop)
+            except Exception as exc:
+                if not unavailable(exc):
+                    log.exception("maintenance: keeping history failed")
+                else:
+                    log.warning("maintenance: database unavailable (%s); history kept as is until next time",
+                                type(exc).__name__)
+            wait = self.settings.retention_interval_seconds
+
+    def keep_history(self, stop: threading.Event | None = None) -> retention.PruneCounts:
+        """Roll up executions that closed without it (see rollups.roll_up_stragglers), then prune the
+        outputs, steps and events of those that ended more than RETENTION_DAYS ago (0: never)."""
+        rolled = 0
+        while True:
+            with self.db.session() as session:
+                done = rollups.roll_up_stragglers(session, limit=BATCH)
+            rolled += done
+            if done < BATCH:
+                break
+        counts = retention.PruneCounts()
+        if self.settings.retention_days:
+            cutoff = utcnow() - timedelta(days=self.settings.retention_days)
+            counts = retention.prune(self.db, cutoff, stop=stop)
+        if rolled or counts.executions:
+            log.info("history rolled_up=%d pruned executions=%d outputs=%d steps=%d events=%d", rolled,
+                     counts.executions, counts.outputs, counts.steps, counts.events)
+        return counts
 
     def round(self) -> None:
         sweep_due = time.monotonic() >= self._next_sweep

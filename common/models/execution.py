@@ -23,6 +23,12 @@ class Execution(Base):
         Index("ix_executions_retry_of", "retry_of_id"),
         Index("ix_executions_serial_pattern", "execution_serial",
               postgresql_ops={"execution_serial": "varchar_pattern_ops"}).ddl_if(dialect="postgresql"),
+        # history (migration 0009): executions not yet in the roll-ups (running ones, mostly), which
+        # analytics counts from raw rows; closed executions whose history is not pruned yet, oldest first
+        Index("ix_executions_unrolled", "started_at", postgresql_where=text("rolled_up_at IS NULL"),
+              sqlite_where=text("rolled_up_at IS NULL")),
+        Index("ix_executions_unpruned", "completed_at", postgresql_where=text("pruned_at IS NULL"),
+              sqlite_where=text("pruned_at IS NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -49,6 +55,10 @@ class Execution(Base):
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # the job's actions as they were when it started: editing the job never changes a running execution
     actions: Mapped[list] = mapped_column(JSONType, default=list)
+    # when its counts went into the roll-ups (NULL: not yet, analytics reads its raw rows), and when
+    # RETENTION_DAYS pruned its outputs, steps and events (NULL: kept) (migration 0009)
+    rolled_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    pruned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     job = relationship("Job", lazy="raise")
     branches: Mapped[list[Branch]] = relationship(order_by="Branch.branch_number", lazy="raise",

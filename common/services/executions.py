@@ -18,7 +18,7 @@ from common.db import Database
 from common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from common.models import Branch, BranchStep, Credential, Execution, Job, Target, User, utcnow
 from common.models.base import rfc3339
-from common.services import access, event_log, rollout
+from common.services import access, event_log, rollout, rollups
 from common.services.jobs import resolve_targets
 from common.services.parameters import bind as bind_parameters
 from common.services.parameters import seal as seal_parameters
@@ -427,6 +427,7 @@ def close_if_done(session: Executor, execution_id: int) -> list[Event]:
                        else_=status.value)
         session.execute(update(Job).where(Job.id == closed.job_id).values(status=waiting)
                         .execution_options(synchronize_session=False))
+    rollups.record_closed(session, execution_id)
     return [("execution_completed", {
         "execution_serial": closed.execution_serial, "job_serial": job_serial, "status": str(status),
         "started_at": _ts(closed.started_at), "completed_at": _ts(closed.completed_at),

@@ -2,20 +2,24 @@
 
 A branch's time is its `queued_at`: set when its execution is created and never null, so a branch
 still queued (or cancelled before it started) is placed and counted like any other, and a target's
-branches belong to a period exactly when their executions do. Counting rules are analytics'.
+branches belong to a period exactly when their executions do. Counting rules are analytics', and so
+is the source: branch roll-ups for the period's whole hours, raw rows for the rest. The newest 10 and
+the history list read branch rows, which retention keeps (it prunes their outputs, steps and events).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import CompoundSelect, Integer, bindparam, func, select, union_all
 from sqlalchemy.orm import Session
 
 from common import serials
 from common.errors import BadRequest, NotFound
-from common.models import Branch, Execution, Job, Target
-from common.services.analytics import avg_where, branch_counts, branch_finished, round_seconds, success_rate
+from common.models import Branch, BranchRollup, Execution, Job, Target
+from common.services.analytics import add_up, average, branch_counts, rolled_branch_counts, success_rate, timed_branches
+from common.services.rollups import Hours, raw_legs, rolled_leg
 
 RECENT = 10
 MAX_DAYS = 365
@@ -65,14 +69,15 @@ class TargetPerformance:
 
 def target_performance(session: Session, target_serial: str, *, days: int, now: datetime) -> TargetPerformance:
     """Branches of the target queued in [now - days, now]: counts, success rate, average `duration` of
-    finished branches, and the newest 10. Three statements: target, aggregate, newest 10."""
+    finished branches, and the newest 10. Three statements: target, aggregate (a union of the target's
+    roll-ups over the whole hours and raw rows, as in analytics), newest 10."""
     if not 1 <= days <= MAX_DAYS:
         raise BadRequest("Invalid days", {"field": "days", "expected_format": f"1..{MAX_DAYS}", "received": days})
     target = _target(session, target_serial)
-    window = (Branch.target_id == target.id, Branch.queued_at >= now - timedelta(days=days), Branch.queued_at <= now)
-    total, successful, failed, avg = session.execute(
-        select(*branch_counts(Branch.status), avg_where(Branch.duration, branch_finished(Branch.status)))
-        .where(*window)).one()
+    hours = Hours.of(now - timedelta(days=days), now)
+    window = (Branch.target_id == target.id, Branch.queued_at >= hours.start, Branch.queued_at <= now)
+    total, successful, failed, timed, seconds = add_up(
+        session.execute(_performance_statement(), {**hours.params(), "target_id": target.id}).all())
     recent_rows = session.execute(
         select(Branch.branch_serial, Branch.status, Branch.duration, Branch.started_at)
         .where(*window).order_by(*_newest_first()).limit(RECENT))
@@ -81,7 +86,19 @@ def target_performance(session: Session, target_serial: str, *, days: int, now: 
     return TargetPerformance(target_serial=target.target_serial, target_name=target.name, period_days=days,
                              total_executions=total, successful_executions=successful, failed_executions=failed,
                              success_rate=success_rate(successful, successful + failed),
-                             average_duration=round_seconds(avg), recent_executions=recent)
+                             average_duration=average(seconds, timed), recent_executions=recent)
+
+
+@functools.cache
+def _performance_statement() -> CompoundSelect:
+    """A target's (bound as `target_id`) branch counts and timed durations over a period."""
+    target_id = bindparam("target_id", type_=Integer())
+    return union_all(
+        *(select(*branch_counts(Branch.status), *timed_branches(Branch.status, Branch.duration))
+          .join(Execution, Execution.id == Branch.execution_id).where(Branch.target_id == target_id, *where)
+          for where in raw_legs(Branch.queued_at, Execution.rolled_up_at)),
+        select(*rolled_branch_counts(BranchRollup))
+        .where(BranchRollup.target_id == target_id, *rolled_leg(BranchRollup.hour)))
 
 
 @dataclass(frozen=True)
