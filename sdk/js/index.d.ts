@@ -218,6 +218,21 @@ export interface BranchDetail extends Branch {
   target: { id: number; targetSerial: string; name: string; ipAddress: string | null; hostname: string | null };
 }
 
+/** A branch's stdout or stderr from a byte offset (secrets masked). */
+export interface BranchOutput {
+  branchSerial: string;
+  stream: 'stdout' | 'stderr';
+  /** Where `data` starts, in bytes: the offset asked for, or later when the output cap dropped those bytes. */
+  offset: number;
+  data: string;
+  /** Where to read on from (the stream's length so far). */
+  nextOffset: number;
+  /** More may come: the branch is queued or running. */
+  running: boolean;
+  /** Bytes from the offset asked for were dropped by the output cap (skipped, or replaced by the marker). */
+  truncated: boolean;
+}
+
 export interface Execution {
   id: number;
   executionUuid: string;
@@ -356,7 +371,8 @@ export interface Page<T> {
   pagination: Pagination;
 }
 
-export type EventType = 'execution_started' | 'branch_started' | 'branch_completed' | 'execution_completed';
+export type EventType =
+  | 'execution_started' | 'branch_started' | 'branch_completed' | 'execution_completed' | 'branch_output';
 
 export interface ExecutionEvent {
   type: EventType | string;
@@ -374,6 +390,9 @@ export interface ExecutionEvent {
     completedAt?: Timestamp;
     duration?: number | null;
     branchCount?: number;
+    /** branch_output: which stream, and the byte offset of `data` in it (its resume cursor). */
+    stream?: 'stdout' | 'stderr';
+    offset?: number;
     [key: string]: unknown;
   };
 }
@@ -582,6 +601,8 @@ export class EventStream implements AsyncIterableIterator<ExecutionEvent> {
 export class ExecutionsResource {
   getBySerial(executionSerial: string): Promise<Execution & { job: { id: number; jobSerial: string; name: string } }>;
   getBranch(branchSerial: string): Promise<BranchDetail>;
+  /** A branch's output from a byte offset, while it runs and after; read on from nextOffset while running. */
+  getOutput(branchSerial: string, options?: { stream?: 'stdout' | 'stderr'; offset?: number }): Promise<BranchOutput>;
   search(q: string, options?: { type?: 'execution' | 'branch' | 'all'; limit?: number }): Promise<SearchResults>;
   bulk(serials: Iterable<string>): Promise<BulkResult>;
   cancel(executionSerial: string): Promise<Execution>;

@@ -17,6 +17,7 @@ import zipfile
 from contextlib import contextmanager, redirect_stdout
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import enabledrm_sdk  # noqa: E402  (the conftest makes it importable)
 import pytest
@@ -24,6 +25,7 @@ from enabledrm_sdk import (
     ApiError,
     BadRequest,
     BranchDetail,
+    BranchOutput,
     Conflict,
     EnableDRMClient,
     EnableDRMError,
@@ -48,6 +50,7 @@ from enabledrm_sdk import (
 from enabledrm_sdk.models import ApiObject, parse_time
 
 from tests.sdk.conftest import REPO_ROOT, LiveServer
+from tests.sshd import wait_until
 
 REFERENCE = REPO_ROOT.parent / "shared" / "api-reference.md"  # shared/ lies beside every checkout, CI's too
 
@@ -378,7 +381,7 @@ def test_selector_and_parameters_are_sent_shown_and_reach_the_actions(admin):
     done = admin.executions.wait(execution.execution_serial, timeout=30)
     assert done.status == "completed", done
     branch = admin.executions.get_branch(done.branches[0].branch_serial)
-    assert branch.steps[0].stdout == "1.2|b2|$(id) 's3cret'"
+    assert branch.steps[0].stdout == "1.2|b2|****"  # the secret reached the action, and its output masks it
     # the execute body's selector overrides the job's, and ids override a selector
     other = admin.jobs.execute(job.job_serial, target_selector={"tags_any": ["py"], "name": "py-sel-*"},
                                parameters={"VERSION": "2"})
@@ -418,6 +421,36 @@ def test_executions_lookups_by_serial(admin, seeded):
         admin.executions.get_by_serial(seeded["job"].job_serial + ".9999")
     with pytest.raises(ValidationError):
         admin.executions.get_branch(execution.execution_serial)  # not a branch serial
+
+
+def test_branch_output_while_running_and_after(admin, seeded):
+    gate = Path("/tmp") / f"opsc-py-gate-{uuid.uuid4().hex[:8]}"  # the command waits for it (the server is local)
+    try:
+        job = admin.jobs.create(unique("py-live"), [{
+            "action_type": "command", "action_name": "talk", "timeout_seconds": 30, "action_parameters": {
+                "command": f"echo one; while [ ! -e {gate} ]; do sleep 0.05; done; echo two; echo err >&2"}}],
+            target_ids=[seeded["target"].id])
+        branch_serial = admin.jobs.execute(job.job_serial).branches[0].branch_serial
+
+        def printed() -> BranchOutput | None:
+            output = admin.executions.get_output(branch_serial)
+            return output if output.data else None
+
+        live = wait_until(printed, timeout=30, message="the first line")
+        assert isinstance(live, BranchOutput)
+        assert (live.stream, live.offset, live.data, live.next_offset, live.running, live.truncated) == \
+            ("stdout", 0, "one\n", 4, True, False)
+    finally:
+        gate.touch()
+    admin.executions.wait(job.job_serial + ".0001", timeout=30)
+    gate.unlink()
+    rest = admin.executions.get_output(branch_serial, offset=live.next_offset)
+    assert (rest.offset, rest.data, rest.next_offset, rest.running) == (4, "two\n", 8, False)
+    assert admin.executions.get_output(branch_serial, stream="stderr").data == "err\n"
+    with pytest.raises(BadRequest):
+        admin.executions.get_output(branch_serial, stream="stdin")
+    with pytest.raises(NotFound):
+        admin.executions.get_output(seeded["job"].job_serial + ".9999.0001")
 
 
 def test_executions_search_and_bulk(admin, seeded):

@@ -194,6 +194,15 @@ export class ExecutionsResource extends Resource {
     return this._http.json('GET', `/executions/branch/${segment(branchSerial)}`);
   }
 
+  /**
+   * A branch's output from a byte offset, while it runs and after it ended (secrets masked): { stream: 'stdout'
+   * (default) | 'stderr', offset (default 0) }. Resolves to { branchSerial, stream, offset, data, nextOffset,
+   * running, truncated }; to follow the branch, read again from nextOffset while running is true.
+   */
+  getOutput(branchSerial, { stream = 'stdout', offset = 0 } = {}) {
+    return this._http.json('GET', `/executions/branch/${segment(branchSerial)}/output`, { query: { stream, offset } });
+  }
+
   /** By serial prefix, job name or target name: { type: 'execution' | 'branch' | 'all', limit }. */
   search(q, { type, limit } = {}) {
     return this._http.json('GET', '/executions/search', { query: { q, type, limit } });

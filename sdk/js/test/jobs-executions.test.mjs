@@ -1,5 +1,7 @@
 // jobs, executions and analytics against the live server.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { ApiError, BadRequest, Conflict, Forbidden, NotFound, ValidationError, WaitTimeout } from '../src/index.js';
 import { RFC3339_Z, adminClient, clientFor, echoAction, seed, unique } from '../test-support/live.mjs';
@@ -125,6 +127,40 @@ describe('executions', () => {
     await assert.rejects(admin.executions.getBySerial('invalid_serial'), (e) => e instanceof ValidationError
       && e.details.field === 'execution_serial' && e.details.expectedFormat === 'J20250001.0001' && e.details.received === 'invalid_serial');
     await assert.rejects(admin.executions.getBySerial(`${seeded.job.jobSerial}.9999`), NotFound);
+  });
+
+  it('reads a branch\'s output while it runs and after it ended', async () => {
+    const gate = path.join('/tmp', unique('opsc-js-gate')); // the command waits for it (the server is local)
+    let live;
+    let branchSerial;
+    let started;
+    try {
+      const job = await admin.jobs.create({
+        name: unique('js-live'),
+        targetIds: [seeded.target.id],
+        actions: [{ actionType: 'command', actionName: 'talk', timeoutSeconds: 30, actionParameters: {
+          command: `echo one; while [ ! -e ${gate} ]; do sleep 0.05; done; echo two; echo err >&2` } }],
+      });
+      started = await admin.jobs.execute(job.jobSerial);
+      branchSerial = started.branches[0].branchSerial;
+      const deadline = Date.now() + 30000;
+      for (;;) {
+        live = await admin.executions.getOutput(branchSerial);
+        if (live.data || Date.now() > deadline) break;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.deepEqual(live, { branchSerial, stream: 'stdout', offset: 0, data: 'one\n', nextOffset: 4, running: true,
+        truncated: false });
+    } finally {
+      fs.writeFileSync(gate, '');
+    }
+    await admin.executions.wait(started.executionSerial, { timeout: 30000, pollInterval: 100 });
+    fs.unlinkSync(gate);
+    const rest = await admin.executions.getOutput(branchSerial, { offset: live.nextOffset });
+    assert.deepEqual([rest.offset, rest.data, rest.nextOffset, rest.running], [4, 'two\n', 8, false]);
+    assert.equal((await admin.executions.getOutput(branchSerial, { stream: 'stderr' })).data, 'err\n');
+    await assert.rejects(admin.executions.getOutput(branchSerial, { stream: 'stdin' }), BadRequest);
+    await assert.rejects(admin.executions.getOutput(`${seeded.job.jobSerial}.9999.0001`), NotFound);
   });
 
   it('searches and looks up in bulk', async () => {

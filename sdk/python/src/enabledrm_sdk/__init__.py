@@ -33,6 +33,7 @@ from enabledrm_sdk.models import (
     ApiObject,
     Branch,
     BranchDetail,
+    BranchOutput,
     BranchTarget,
     BulkItem,
     BulkResult,
@@ -68,7 +69,8 @@ __all__ = [
     "InternalError", "TransportError", "WaitTimeout", "EventStreamClosed",
     # models
     "ApiObject", "Token", "User", "Credential", "Target", "Action", "Schedule", "Job", "Branch", "Step",
-    "BranchTarget", "BranchDetail", "ExecutionJob", "Execution", "SearchResult", "SearchResults", "BulkItem",
+    "BranchTarget", "BranchDetail", "BranchOutput", "ExecutionJob", "Execution", "SearchResult", "SearchResults",
+    "BulkItem",
     "BulkResult", "RecentBranch", "TargetPerformance", "TargetHistoryItem", "TargetHistory", "AnalyticsBucket",
     "ExecutionAnalytics", "TargetMetrics", "JobMetrics", "Pagination", "Page", "Event", "EventStream", "parse_time",
 ]

@@ -14,11 +14,11 @@ from datetime import datetime, timezone
 from typing import Any, ClassVar, Dict, Generic, Iterator, List, Mapping, Optional, Type, TypeVar, Union, overload
 
 __all__ = [
-    "ApiObject", "Token", "User", "Credential", "Target", "Action", "Schedule", "TargetSelector", "Parameter", "Job",
-    "Branch", "Step", "BranchTarget", "BranchDetail", "ExecutionJob", "Execution", "SearchResult", "SearchResults",
-    "BulkItem", "BulkResult", "RecentBranch", "TargetPerformance", "TargetHistoryItem", "TargetHistory",
-    "AnalyticsBucket", "ExecutionAnalytics", "TargetMetrics", "JobMetrics", "Pagination", "Page", "Event", "parse_time",
-    "TERMINAL_EXECUTION_STATUSES", "TERMINAL_BRANCH_STATUSES",
+    "ApiObject", "Token", "User", "Credential", "Target", "Action", "Schedule", "TargetSelector", "Parameter",
+    "Job", "Branch", "Step", "BranchTarget", "BranchDetail", "BranchOutput", "ExecutionJob", "Execution",
+    "SearchResult", "SearchResults", "BulkItem", "BulkResult", "RecentBranch", "TargetPerformance",
+    "TargetHistoryItem", "TargetHistory", "AnalyticsBucket", "ExecutionAnalytics", "TargetMetrics", "JobMetrics",
+    "Pagination", "Page", "Event", "parse_time", "TERMINAL_EXECUTION_STATUSES", "TERMINAL_BRANCH_STATUSES",
 ]
 
 TERMINAL_EXECUTION_STATUSES = frozenset({"completed", "failed", "cancelled"})
@@ -328,6 +328,20 @@ class BranchDetail(Branch):
     _nested = {"steps": Step, "target": BranchTarget}
 
 
+class BranchOutput(ApiObject):
+    """A branch's stdout or stderr from a byte offset (secrets masked). Read on from ``next_offset``
+    while ``running``; ``truncated`` says bytes from the offset asked for were dropped by the
+    server's output cap (``offset`` then starts later, or ``data`` holds the truncation marker)."""
+
+    branch_serial: str
+    stream: str  # stdout | stderr
+    offset: int
+    data: str
+    next_offset: int
+    running: bool
+    truncated: bool
+
+
 class ExecutionJob(ApiObject):
     id: int
     job_serial: str
@@ -495,7 +509,7 @@ class Page(ApiObject, Generic[T]):
 # ------------------------------------------------------------------------------------------- events
 class Event(ApiObject):
     """A live WebSocket event: ``type`` (execution_started, branch_started, branch_completed,
-    execution_completed) and its ``data``."""
+    execution_completed; branch_output on a stream that asked for output) and its ``data``."""
 
     type: str
     data: ApiObject

@@ -7,7 +7,14 @@ from typing import Callable, Iterable, Optional
 from enabledrm_sdk._transport import Transport, segment
 from enabledrm_sdk.errors import WaitTimeout
 from enabledrm_sdk.events import EventStream
-from enabledrm_sdk.models import TERMINAL_EXECUTION_STATUSES, BranchDetail, BulkResult, Execution, SearchResults
+from enabledrm_sdk.models import (
+    TERMINAL_EXECUTION_STATUSES,
+    BranchDetail,
+    BranchOutput,
+    BulkResult,
+    Execution,
+    SearchResults,
+)
 from enabledrm_sdk.resources._base import Resource, idempotency_headers
 
 
@@ -25,6 +32,12 @@ class ExecutionsResource(Resource):
     def get_branch(self, branch_serial: str) -> BranchDetail:
         """A branch by serial (``J20250001.0001.0001``), with its target, output and steps."""
         return BranchDetail(self._t.json("GET", f"/executions/branch/{segment(branch_serial)}"))
+
+    def get_output(self, branch_serial: str, *, stream: str = "stdout", offset: int = 0) -> BranchOutput:
+        """A branch's ``stream`` (stdout | stderr) from byte ``offset``, while it runs and after it ended
+        (secrets masked). To follow it, read again from ``next_offset`` until ``running`` is false."""
+        return BranchOutput(self._t.json("GET", f"/executions/branch/{segment(branch_serial)}/output",
+                                         params={"stream": stream, "offset": offset}))
 
     def search(self, q: str, *, type: Optional[str] = None, limit: Optional[int] = None) -> SearchResults:
         """Executions and branches by serial prefix, job name or target name (case-insensitive),
