@@ -53,11 +53,13 @@ def run_branch(rt: WorkerRuntime, branch_id: int) -> str | None:
     finally:
         rt.heartbeats.unregister(branch_id)
     output.close()  # its last bytes are published before its end is
-    rt.finisher.finish(
-        branch_id, outcome.status, exit_code=outcome.exit_code, error_type=outcome.error_type,
-        result_output=output.stdout.text(), result_error=output.stderr.text(),
-        last_step=outcome.last_step, started_at=work.started_at, brakes=work.brakes)
-    output.finished()
+    try:
+        rt.finisher.finish(
+            branch_id, outcome.status, exit_code=outcome.exit_code, error_type=outcome.error_type,
+            result_output=output.stdout.text(), result_error=output.stderr.text(),
+            last_step=outcome.last_step, started_at=work.started_at, brakes=work.brakes)
+    finally:
+        output.finished()  # readers go to the stored result from now on; the live copy expires soon
     log.info("branch finished %s status=%s exit_code=%s", context, outcome.status, outcome.exit_code)
     if crash is not None:
         raise crash
