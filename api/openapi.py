@@ -429,8 +429,13 @@ _WS_DESCRIPTION = (
     "header, `?token=`, or a first message `{\"action\": \"auth\", \"token\": ...}`; otherwise the socket is "
     "closed with 1008, as it is for a malformed `execution_serial` / `job_serial` filter or, later, a token that no "
     "longer stands. The first server "
-    "message is `{\"type\": \"subscribed\", \"data\": {filters}}`; then events `{\"type\", \"data\"}` of types "
-    "execution_started, branch_started, branch_completed and execution_completed. See `x-websocket`.")
+    "message is `{\"type\": \"subscribed\", \"data\": {filters}}` (with `since`, where a one-execution stream "
+    "starts); then events `{\"type\", \"data\"}` of types execution_started, branch_started, branch_completed, "
+    "rollout_stopped and execution_completed, each with `data.seq` (1, 2, 3 … per execution, in commit order, "
+    "delivered once and in order; `?execution_serial=…&since=N` replays those after N first), and with "
+    "`?include=output` branch_output (`branch_serial`, `stream`, `offset`, `data`; not numbered). A client too slow "
+    "for its queue receives `{\"type\": \"resume\", \"data\": {\"since\": {execution_serial: seq}}}` and a 1013 "
+    "close. See `x-websocket`.")
 
 # Routes described without HTTP operations: an OpenAPI operation promises a request/response exchange, and a
 # fuzzer would open real sockets that stay subscribed. The path item says what the route is instead.
@@ -457,6 +462,11 @@ NOT_OPERATIONS: dict[str, dict[str, Any]] = {
                     {"name": "job_serial", "in": "query", "required": False,
                      "schema": {"type": "string", "pattern": f"^{_SERIAL['job_serial'][0]}$"},
                      "description": "Only events of this job's executions"},
+                    {"name": "since", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 0, "maximum": 999999999},
+                     "description": "With execution_serial: the recorded events with seq > since, then live ones"},
+                    {"name": "include", "in": "query", "required": False, "schema": {"const": "output"},
+                     "description": "`output`: also branch_output events (live stdout/stderr, not numbered)"},
                 ],
                 "responses": {"101": {"description": "Switching Protocols: the WebSocket is open"},
                               "400": {"description": "Not a WebSocket handshake (error envelope)"}},
@@ -465,13 +475,14 @@ NOT_OPERATIONS: dict[str, dict[str, Any]] = {
                                  "properties": {"action": {"const": "auth"}, "token": {"type": "string"}}}],
             "server_messages": {"type": "object", "required": ["type", "data"], "properties": {
                 "type": {"enum": ["subscribed", "execution_started", "branch_started", "branch_completed",
-                                  "execution_completed"]},
+                                  "rollout_stopped", "execution_completed", "branch_output", "resume"]},
                 "data": {"type": "object"}}},
             "close_codes": {"1008": "authentication missing or invalid, a malformed filter, or later a token that "
                                     "no longer stands (expired, revoked, user disabled)",
                             "1009": "a client message past the size cap (api/ws.py MAX_MESSAGE_BYTES)",
                             "1011": "events unavailable",
-                            "1013": "the token cannot be checked now (database unavailable): try again later"},
+                            "1013": "the token cannot be checked now (database unavailable), or the client reads "
+                                    "slower than events come (after a resume message): try again later"},
         },
     },
 }

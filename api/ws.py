@@ -258,7 +258,7 @@ def executions_stream(ws):
     if bus is None:
         _refuse(ws, 1011, "events unavailable")
         return
-    with bus.subscribe() as subscription:
+    with bus.subscribe(include_output=include_output) as subscription:
         # "subscribed" promises delivery of every later event: with Redis, the process's listener
         # (started lazily by the first subscriber, or reconnecting) must be subscribed first.
         if not bus.wait_ready(SUBSCRIBE_WAIT_SECONDS):
@@ -279,11 +279,10 @@ def executions_stream(ws):
             relay.start_at(filters["execution_serial"], start)
             if since is not None:
                 _guarded(relay.catch_up, filters["execution_serial"])
-        _relay(ws, subscription, relay, filters, include_output, claims)
+        _relay(ws, subscription, relay, filters, claims)
 
 
-def _relay(ws, subscription: Subscription, relay: SeqRelay, filters: dict[str, str], include_output: bool,
-           claims: dict) -> None:
+def _relay(ws, subscription: Subscription, relay: SeqRelay, filters: dict[str, str], claims: dict) -> None:
     revalidate_at = time.monotonic() + REVALIDATE_SECONDS
     quiet_since = time.monotonic()
     while ws.connected:
@@ -312,7 +311,7 @@ def _relay(ws, subscription: Subscription, relay: SeqRelay, filters: dict[str, s
             quiet_since = time.monotonic()
             if event["type"] == RESYNC:
                 _guarded(relay.resync)
-            elif _matches(event, filters) and (include_output or event["type"] != "branch_output"):
+            elif _matches(event, filters):
                 relay.push(event)
         _guarded(relay.flush_due)
         try:

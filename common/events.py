@@ -17,6 +17,7 @@ from typing import Any, Protocol
 log = logging.getLogger(__name__)
 
 CHANNEL = "opsconductor:events"
+OUTPUT = "branch_output"  # live output: only to subscriptions that ask for it
 RESYNC = "_resync"  # to listeners only: the bus (re)subscribed, and events may have been missed before
 Event = tuple[str, dict[str, Any]]
 
@@ -25,8 +26,9 @@ class Subscription:
     """One listener's queue. Bounded so a stalled WebSocket cannot grow memory without end: once
     full it is `overflowed` and receives nothing more (its listener must say so and stop)."""
 
-    def __init__(self, hub: _Hub, maxsize: int = 10000):
+    def __init__(self, hub: _Hub, maxsize: int = 10000, include_output: bool = False):
         self._hub = hub
+        self.include_output = include_output  # branch_output too: a flood of it fills no other queue
         self.queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=maxsize)
         self.overflowed = False
 
@@ -51,8 +53,8 @@ class _Hub:
         self._lock = threading.Lock()
         self._subs: list[Subscription] = []
 
-    def add(self) -> Subscription:
-        sub = Subscription(self)
+    def add(self, include_output: bool = False) -> Subscription:
+        sub = Subscription(self, include_output=include_output)
         with self._lock:
             self._subs.append(sub)
         return sub
@@ -65,8 +67,9 @@ class _Hub:
     def deliver(self, event: dict[str, Any]) -> None:
         with self._lock:
             subs = list(self._subs)
+        output = event.get("type") == OUTPUT
         for sub in subs:
-            if sub.overflowed:
+            if sub.overflowed or (output and not sub.include_output):
                 continue
             try:
                 sub.queue.put_nowait(event)
@@ -80,7 +83,7 @@ class EventBus(Protocol):
     def publish_many(self, events: list[Event]) -> None:
         """Publish in order; never raises (a failed publish is logged: the database has the truth)."""
 
-    def subscribe(self) -> Subscription: ...
+    def subscribe(self, include_output: bool = False) -> Subscription: ...
 
     def wait_ready(self, timeout: float) -> bool:
         """Whether every event published from now on reaches this process's subscriptions."""
@@ -98,8 +101,8 @@ class LocalEventBus:
         for event_type, data in events:
             self._hub.deliver({"type": event_type, "data": data})
 
-    def subscribe(self) -> Subscription:
-        return self._hub.add()
+    def subscribe(self, include_output: bool = False) -> Subscription:
+        return self._hub.add(include_output)
 
     def wait_ready(self, timeout: float) -> bool:
         return True
@@ -135,8 +138,8 @@ class RedisEventBus:
         except Exception:
             log.warning("event publish failed for %d events", len(events), exc_info=True)
 
-    def subscribe(self) -> Subscription:
-        sub = self._hub.add()
+    def subscribe(self, include_output: bool = False) -> Subscription:
+        sub = self._hub.add(include_output)
         self._ensure_listener()
         return sub
 

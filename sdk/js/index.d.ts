@@ -383,7 +383,8 @@ export interface ExecutionEvent {
     jobSerial?: string;
     branchSerial?: string;
     targetSerialRef?: string;
-    status: string;
+    /** Absent on branch_output and rollout_stopped events. */
+    status?: string;
     exitCode?: number | null;
     errorType?: string | null;
     startedAt?: Timestamp;

@@ -294,7 +294,7 @@ class EventRecorder:
 
     def __init__(self, redis_url: str):
         self.bus = RedisEventBus(redis_url)
-        self.subscription = self.bus.subscribe()
+        self.subscription = self.bus.subscribe(include_output=True)
         assert self.bus.wait_ready(10), "event subscription never became ready"
         self.events: list[dict] = []
 

@@ -125,3 +125,14 @@ def test_a_gap_missing_from_the_log_is_skipped_not_waited_on_forever():
     clock.now += 0.2
     relay.flush_due()
     assert _seqs(sent) == [1, 4] and relay.next_due() is None
+
+
+def test_the_bus_gives_branch_output_only_to_subscriptions_that_ask():
+    from common.events import LocalEventBus
+
+    bus = LocalEventBus()
+    with bus.subscribe() as plain, bus.subscribe(include_output=True) as watching:
+        bus.publish_many([("branch_output", {"execution_serial": SERIAL, "offset": 0, "data": "x"}),
+                          ("branch_completed", {"execution_serial": SERIAL, "seq": 1})])
+        assert [plain.get(0)["type"], plain.get(0)] == ["branch_completed", None]
+        assert [watching.get(0)["type"], watching.get(0)["type"]] == ["branch_output", "branch_completed"]

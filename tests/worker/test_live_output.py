@@ -48,7 +48,7 @@ def _outputs(subscription, until: float) -> list[dict]:
 
 
 def test_a_line_is_published_within_the_flush_interval_while_the_command_goes_on(live, bus, store):
-    subscription = bus.subscribe()
+    subscription = bus.subscribe(include_output=True)
     output = live.open(BRANCH, "J20260042.0001")
     recorder = StepRecorder(1024, output)
     fed_at = time.monotonic()
@@ -64,7 +64,7 @@ def test_a_line_is_published_within_the_flush_interval_while_the_command_goes_on
 
 
 def test_large_output_goes_out_in_64_kib_chunks_cut_between_characters(live, bus, store):
-    subscription = bus.subscribe()
+    subscription = bus.subscribe(include_output=True)
     output = live.open(BRANCH, "J20260042.0001")
     recorder = StepRecorder(10 * 1024 * 1024, output)
     data = ("é" * 150_000 + "x").encode()  # 300,001 bytes of 2-byte characters
@@ -84,7 +84,7 @@ def test_large_output_goes_out_in_64_kib_chunks_cut_between_characters(live, bus
 
 
 def test_secrets_split_across_reads_never_reach_events_steps_store_or_result(live, bus, store):
-    subscription = bus.subscribe()
+    subscription = bus.subscribe(include_output=True)
     output = live.open(BRANCH, "J20260042.0001")
     output.hide(["hunter2-password", "tok3n"])
     recorder = StepRecorder(1024, output)
