@@ -1,0 +1,182 @@
+"""Heavy output on the Procfile stack: --hosts sshd targets each printing --mb MB (text lines), timed
+from POST execute to execution_completed on the WebSocket (a monitor with `include=output` watching
+the live output), beside the same command over plain parallel OpenSSH and a bare paramiko thread
+pool reading all of it, in the same run; and the peak memory (RSS) of the worker and web processes
+while it ran.
+
+    .venv/bin/python -m benchmarks.output --hosts 100 --mb 10
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+
+import paramiko
+import websocket
+
+from benchmarks.fanout import addresses, start_targets
+from benchmarks.stack import Stack
+from tests.processes import descendants
+from tests.sshd import TEST_USER, ensure_test_user, generate_client_key
+
+
+def _command(mb: int) -> str:
+    return f"yes 'OpsConductor output benchmark: a line of ordinary log text' | head -c {mb * 1000 * 1000}"
+
+
+def _kind(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+    if "celery" in cmdline and " worker" in cmdline:
+        return "worker"
+    if "gunicorn" in cmdline:
+        return "web"
+    return None
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return 0
+
+
+class PeakMemory:
+    """The highest total RSS of each kind of stack process, sampled every 0.1 s."""
+
+    def __init__(self, root: int):
+        self.root = root
+        self.peak: dict[str, int] = {}
+        self.before: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _totals(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for pid in descendants(self.root):
+            kind = _kind(pid)
+            if kind:
+                totals[kind] = totals.get(kind, 0) + _rss_kib(pid)
+        return totals
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            for kind, kib in self._totals().items():
+                self.peak[kind] = max(self.peak.get(kind, 0), kib)
+
+    def __enter__(self) -> PeakMemory:
+        self.before = self._totals()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def platform_run(app: Stack, job_serial: str) -> tuple[float, dict, int]:
+    """Seconds from execute to execution_completed, its data, and the live-output bytes the monitor saw."""
+    ws = websocket.create_connection(f"ws://127.0.0.1:{app.port}/ws/executions?job_serial={job_serial}&include=output",
+                                     header=[f"Authorization: Bearer {app.token}"], timeout=600)
+    try:
+        assert json.loads(ws.recv())["type"] == "subscribed"
+        t0 = time.perf_counter()
+        app.post(f"/api/jobs/{job_serial}/execute")
+        seen = 0
+        while True:
+            event = json.loads(ws.recv())
+            if event["type"] == "branch_output":
+                seen += len(event["data"]["data"])
+            elif event["type"] == "execution_completed":
+                return time.perf_counter() - t0, event["data"], seen
+    finally:
+        ws.close()
+
+
+def plain_openssh(hosts: list[str], port: int, key_path: str, command: str) -> float:
+    cmd = (f"xargs -P {len(hosts)} -I{{}} ssh -o KexAlgorithms=curve25519-sha256 -o StrictHostKeyChecking=no "
+           f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes -i {key_path} -p {port} "
+           f"{TEST_USER}@{{}} \"{command}\" > /dev/null")
+    t0 = time.perf_counter()
+    subprocess.run(cmd, shell=True, input="\n".join(hosts), text=True, check=True)
+    return time.perf_counter() - t0
+
+
+def bare_paramiko(hosts: list[str], port: int, key_path: str, command: str) -> float:
+    key = paramiko.Ed25519Key.from_private_key_file(key_path)
+
+    def one(host: str) -> int:
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # a baseline only, never in the product
+        client.connect(host, port=port, username=TEST_USER, pkey=key, allow_agent=False, look_for_keys=False,
+                       timeout=60, banner_timeout=60)
+        _, stdout, _ = client.exec_command(command)
+        size = 0
+        while chunk := stdout.channel.recv(65536):
+            size += len(chunk)
+        stdout.channel.recv_exit_status()
+        client.close()
+        return size
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(len(hosts)) as pool:
+        list(pool.map(one, hosts))
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hosts", type=int, default=100)
+    parser.add_argument("--mb", type=int, default=10, help="MB each host prints")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    ensure_test_user()
+    key = generate_client_key("ed25519")
+    hosts = addresses(args.hosts)
+    command = _command(args.mb)
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        key_path = Path(tmp) / "id_ed25519"
+        key_path.write_text(key.private_key)
+        key_path.chmod(0o600)
+        port = start_targets(stack, hosts, key.public_line)
+        app = stack.enter_context(Stack(env={"WORKER_CONCURRENCY": str(max(64, args.hosts))}))
+        cred = app.post("/api/credentials", {"name": "bench", "username": TEST_USER, "auth_type": "key",
+                                             "private_key": key.private_key})
+        ids = [app.post("/api/targets", {"name": f"out-{i}", "ip_address": h, "port": port,
+                                         "credential_id": cred["id"]})["id"] for i, h in enumerate(hosts)]
+        job = app.post("/api/jobs", {"name": "output", "target_ids": ids, "actions": [
+            {"action_type": "command", "action_name": "print", "action_parameters": {"command": command}}]})
+        assert app.proc is not None
+        with PeakMemory(app.proc.pid) as memory:
+            elapsed, data, seen = platform_run(app, job["job_serial"])
+        assert data["status"] == "completed", data
+        openssh_s = plain_openssh(hosts, port, str(key_path), command)
+        paramiko_s = bare_paramiko(hosts, port, str(key_path), command)
+        total_mb = args.hosts * args.mb
+        print(f"\n{args.hosts} hosts x {args.mb} MB of output ({total_mb} MB), one monitor with include=output "
+              f"(saw {seen / 1e6:.0f} MB live)")
+        print(f"  OpsConductor (POST execute -> execution_completed): {elapsed:7.2f} s")
+        print(f"  plain parallel OpenSSH (output to /dev/null):        {openssh_s:7.2f} s")
+        print(f"  bare paramiko threads (reading all output):          {paramiko_s:7.2f} s")
+        print(f"  OpsConductor / OpenSSH = {elapsed / openssh_s:.2f}, / paramiko = {elapsed / paramiko_s:.2f} "
+              f"(target <= 1.5)")
+        for kind in ("worker", "web"):
+            print(f"  peak RSS {kind}: {memory.peak.get(kind, 0) / 1024:.0f} MiB "
+                  f"(before the run {memory.before.get(kind, 0) / 1024:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
