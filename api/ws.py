@@ -44,8 +44,9 @@ AUTH_WAIT_SECONDS = 10.0
 MAX_MESSAGE_BYTES = 16 * 1024  # an auth message is a few hundred bytes
 IDLE_POLL_SECONDS = 0.5
 SUBSCRIBE_WAIT_SECONDS = 5.0
-QUIET_CATCHUP_SECONDS = 5.0  # after this long without an event, the log is checked for lost ones
+QUIET_CATCHUP_SECONDS = 5.0  # an open execution silent this long is checked against the log for lost events
 REVALIDATE_SECONDS = 5.0  # how late a revoked token or a deactivated user loses its socket (issue 9: ≤ 10 s)
+RETRY_SECONDS = 1.0  # how soon a gap the event log could not fill is tried again
 
 
 def _bearer() -> str | None:
@@ -147,11 +148,13 @@ class SeqRelay:
         self._last: dict[str, int] = {}  # execution serial -> the last seq delivered
         self._held: dict[str, dict[int, dict]] = {}
         self._gap_since: dict[str, float] = {}
+        self._touched: dict[str, float] = {}  # when each open execution last delivered (or was checked)
         self._done: dict[str, float] = {}
 
     def start_at(self, execution_serial: str, seq: int) -> None:
         """Deliver this execution's events after ``seq`` (a resume, or "from now on")."""
         self._last[execution_serial] = seq
+        self._touched[execution_serial] = self._clock()
 
     def positions(self) -> dict[str, int]:
         """The last seq delivered per execution still open: where a client resumes."""
@@ -167,6 +170,7 @@ class SeqRelay:
             if serial in self._done:
                 return  # a late copy of an event of an execution already delivered to its end
             self._last[serial] = seq - 1  # first seen: this socket watches it from here
+            self._touched[serial] = self._clock()
         if seq <= self._last[serial]:
             return
         self._held.setdefault(serial, {})[seq] = event
@@ -177,6 +181,7 @@ class SeqRelay:
         while self._last.get(serial) is not None and self._last[serial] + 1 in held:
             event = held.pop(self._last[serial] + 1)
             self._last[serial] += 1
+            self._touched[serial] = self._clock()
             self._send(event)
             if event.get("type") == "execution_completed":
                 self._close(serial)
@@ -189,35 +194,54 @@ class SeqRelay:
     def _close(self, serial: str) -> None:
         self._last.pop(serial, None)
         self._gap_since.pop(serial, None)
+        self._touched.pop(serial, None)
         self._done[serial] = self._clock()
 
     def catch_up(self, serial: str) -> None:
         """Read from the log what came after the last delivered seq; raises if the log cannot be read
         (the gap stays, and is tried again)."""
         while serial in self._last:
-            events = self._fetch(serial, self._last[serial])
+            before = self._last[serial]
+            events = self._fetch(serial, before)
             for event in events:
                 self.push(event)
-            if len(events) < 1000:
+            held = self._held.get(serial)
+            if held and self._last.get(serial) == before:  # the log lacks them (pruned): say so, go on after
+                log.warning("events %d..%d of %s are gone from the log; skipping them", before + 1,
+                            min(held) - 1, serial)
+                self._last[serial] = min(held) - 1
+                self._drain(serial)
+            if len(events) < 1000 or self._last.get(serial, before) == before:
                 break
-        held = self._held.get(serial)
-        if held and serial in self._last:  # the log lacks them (pruned): say so, and go on after the gap
-            log.warning("events %d..%d of %s are gone from the log; skipping them", self._last[serial] + 1,
-                        min(held) - 1, serial)
-            self._last[serial] = min(held) - 1
-            self._drain(serial)
 
     def resync(self) -> None:
         """Catch up every open execution: the bus may have lost events (Redis restarted, a publish failed)."""
         for serial in list(self._last):
             self.catch_up(serial)
 
+    def check_quiet(self, seconds: float) -> None:
+        """Catch up the open executions that delivered nothing for ``seconds``: a publish may have been
+        lost with nothing after it to reveal the gap (other executions' events say nothing of it)."""
+        now = self._clock()
+        for serial in [s for s, at in self._touched.items() if now - at >= seconds]:
+            self._touched[serial] = now
+            self._try(serial, now)
+
     def flush_due(self) -> None:
         now = self._clock()
         for serial in [s for s, since in self._gap_since.items() if now - since >= self._gap_wait]:
-            self.catch_up(serial)
+            self._try(serial, now)
         for serial in [s for s, at in self._done.items() if now - at >= self.FORGET_DONE_SECONDS]:
             del self._done[serial]
+
+    def _try(self, serial: str, now: float) -> None:
+        """catch_up, or, when the log cannot be read (the database is away), again in a second."""
+        try:
+            self.catch_up(serial)
+        except Exception as exc:
+            log.warning("event log unreadable for %s (%s); trying again", serial, type(exc).__name__)
+            if serial in self._gap_since:
+                self._gap_since[serial] = now + RETRY_SECONDS - self._gap_wait
 
     def next_due(self) -> float | None:
         return min((since + self._gap_wait for since in self._gap_since.values()), default=None)
@@ -284,7 +308,6 @@ def executions_stream(ws):
 
 def _relay(ws, subscription: Subscription, relay: SeqRelay, filters: dict[str, str], claims: dict) -> None:
     revalidate_at = time.monotonic() + REVALIDATE_SECONDS
-    quiet_since = time.monotonic()
     while ws.connected:
         now = time.monotonic()
         if now >= revalidate_at:  # a password, role or status change, or expiry, ends the socket
@@ -301,19 +324,16 @@ def _relay(ws, subscription: Subscription, relay: SeqRelay, filters: dict[str, s
         if subscription.overflowed:
             _too_slow(ws, relay, claims)
             return
-        if now - quiet_since >= QUIET_CATCHUP_SECONDS:  # a publish may have failed with nothing after it
-            _guarded(relay.resync)
-            quiet_since = now
+        relay.check_quiet(QUIET_CATCHUP_SECONDS)
         due = relay.next_due()
         wait = IDLE_POLL_SECONDS if due is None else max(0.0, min(IDLE_POLL_SECONDS, due - now))
         event = subscription.get(timeout=wait)
         if event is not None:
-            quiet_since = time.monotonic()
             if event["type"] == RESYNC:
                 _guarded(relay.resync)
             elif _matches(event, filters):
                 relay.push(event)
-        _guarded(relay.flush_due)
+        relay.flush_due()
         try:
             ws.receive(timeout=0)  # notices a client close; client messages are otherwise ignored
         except ConnectionClosed:

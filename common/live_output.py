@@ -27,10 +27,14 @@ log = logging.getLogger(__name__)
 STREAMS = ("stdout", "stderr")
 RUNNING_TTL = 24 * 3600  # seconds, renewed by every chunk: what a dead worker left goes away by itself
 FINISHED_TTL = 120  # seconds a stream is kept after its branch's result was committed
+PAUSE_SECONDS = 5.0  # after a failed write, live output waits this long before it tries Redis again
 
 
 class OutputStore(Protocol):
     """Where the chunks of running branches live between the worker that prints and the API that reads."""
+
+    def available(self) -> bool:
+        """Whether writes (and the output events beside them) are worth trying now."""
 
     def append(self, branch_serial: str, stream: str, offset: int, data: bytes) -> None:
         """Add the chunk starting at byte `offset` (chunks of a stream come in order). Never raises."""
@@ -52,6 +56,9 @@ class LocalOutputStore:
         self._lock = threading.Lock()
         self._streams: dict[tuple[str, str], OutputCollector] = {}
         self._finished: collections.deque[tuple[float, str]] = collections.deque()
+
+    def available(self) -> bool:
+        return True
 
     def append(self, branch_serial: str, stream: str, offset: int, data: bytes) -> None:
         with self._lock:
@@ -85,6 +92,7 @@ class _Written:
     head: int = 0
     chunks: collections.deque[int] = field(default_factory=collections.deque)
     tail: int = 0
+    broken: bool = False  # a chunk was lost: later ones would land at the wrong offsets
 
 
 class RedisOutputStore:
@@ -94,8 +102,12 @@ class RedisOutputStore:
 
     def __init__(self, url: str, cap: int) -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        # no retries, short timeouts: a read loop waiting on Redis would hold up the command's own output
+        self._redis = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+        self._paused_until = 0.0
         self._head_cap = cap // 2
         self._tail_cap = cap - cap // 2
         self._lock = threading.Lock()
@@ -106,9 +118,16 @@ class RedisOutputStore:
         base = f"opsconductor:output:{branch_serial}:{stream}"
         return f"{base}:head", f"{base}:tail", f"{base}:total"
 
+    def available(self) -> bool:
+        """False for PAUSE_SECONDS after a failed write: Redis is away, and waiting on it costs every stream."""
+        return time.monotonic() >= self._paused_until
+
     def append(self, branch_serial: str, stream: str, offset: int, data: bytes) -> None:
         with self._lock:
             written = self._written.setdefault((branch_serial, stream), _Written())
+            if written.broken or not self.available():
+                written.broken = True
+                return
             room = max(self._head_cap - written.head, 0)
             head, rest = data[:room], data[room:]
             written.head += len(head)
@@ -133,8 +152,11 @@ class RedisOutputStore:
         try:
             pipe.execute()
         except Exception:  # live output is a convenience: the branch and its stored result go on
-            log.warning("live output not stored branch=%s stream=%s offset=%d", branch_serial, stream, offset,
-                        exc_info=True)
+            with self._lock:
+                written.broken = True
+                self._paused_until = time.monotonic() + PAUSE_SECONDS
+            log.warning("live output not stored branch=%s stream=%s offset=%d; pausing live output for %.0f s",
+                        branch_serial, stream, offset, PAUSE_SECONDS, exc_info=True)
 
     def finish(self, branch_serial: str) -> None:
         with self._lock:

@@ -51,8 +51,10 @@ def run_branch(rt: WorkerRuntime, branch_id: int) -> str | None:
         outcome = Outcome(BranchStatus.FAILED, error_type=ErrorType.INTERNAL_ERROR)
         output.stderr.note(f"internal error in the worker: {type(exc).__name__}: {exc}")
     finally:
-        rt.heartbeats.unregister(branch_id)
-    output.close()  # its last bytes are published before its end is
+        try:
+            output.close()  # its last bytes are published before its end is, and under its heartbeat
+        finally:
+            rt.heartbeats.unregister(branch_id)
     try:
         rt.finisher.finish(
             branch_id, outcome.status, exit_code=outcome.exit_code, error_type=outcome.error_type,

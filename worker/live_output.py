@@ -160,7 +160,10 @@ class BranchOutput:
         self.stderr.hide(secrets)
 
     def send(self, stream: str, offset: int, chunk: bytes) -> None:
-        self._live.store.append(self.branch_serial, stream, offset, chunk)
+        store = self._live.store
+        store.append(self.branch_serial, stream, offset, chunk)
+        if not store.available():  # Redis is away: its events would wait on it too; the result is stored anyway
+            return
         publish_events(self._live.events, [("branch_output", {**self._ids, "stream": stream, "offset": offset,
                                                               "data": decode_output(chunk)})])
 

@@ -38,7 +38,10 @@ def parse_age(text: str) -> timedelta:
     match = _AGE.match(text)
     if match is None:
         raise ValueError(f"expected an age like 30d, 12h or 2w, got {text!r}")
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    age = int(match.group(1)) * _UNITS[match.group(2)]
+    if age < timedelta(hours=1):  # what monitors may still be resuming from, or reading the output of
+        raise ValueError(f"the age must be at least 1h, got {text!r}")
+    return age
 
 
 @dataclass

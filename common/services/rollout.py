@@ -179,9 +179,9 @@ def hold_again(conn: Connection, branch_ids: set[int]) -> None:
 
 def spend_budget(conn: Connection, execution_id: int) -> list[Event]:
     """Stop the rollout once its failures exceed max_errors: queued branches end skipped (once)."""
-    row = conn.execute(select(_E.c.max_errors, _E.c.stop_reason, _E.c.execution_serial)
+    row = conn.execute(select(_E.c.max_errors, _E.c.stop_reason, _E.c.execution_serial, _E.c.status)
                        .where(_E.c.id == execution_id)).one()
-    if row.max_errors is None or row.stop_reason is not None:
+    if row.max_errors is None or row.stop_reason is not None or row.status != "running":
         return []
     by_status = select(_B.c.status, func.count()).where(_B.c.execution_id == execution_id).group_by(_B.c.status)
     counts: dict[str, int] = dict(conn.execute(by_status).all())
@@ -191,21 +191,21 @@ def spend_budget(conn: Connection, execution_id: int) -> list[Event]:
         return []
     reason = (f"rollout stopped: {errors} of {total} branches failed, more than max_errors {row.max_errors} "
               f"({budget} allowed); branches not yet started were skipped")
-    stopped = conn.execute(update(_E).where(_E.c.id == execution_id, _E.c.stop_reason.is_(None))
-                           .values(stop_reason=reason)).rowcount
-    if not stopped:
-        return []
     now = utcnow()
+    # branches first, then the execution: the order a claim locks them in, so the two never deadlock
     skipped = conn.execute(update(_B).where(_B.c.execution_id == execution_id, _B.c.status == _QUEUED)
                            .values(status=str(BranchStatus.SKIPPED), error_type=str(ErrorType.ROLLOUT_STOPPED),
                                    completed_at=now, result_error=reason)
                            .returning(_B.c.branch_serial, _B.c.target_serial_ref)).all()
+    stopped = conn.execute(update(_E).where(_E.c.id == execution_id, _E.c.stop_reason.is_(None),
+                                            _E.c.status == "running")
+                           .values(stop_reason=reason)).rowcount
     from common.services.executions import branch_completed  # the one shape of that event (imports this module)
 
-    return [("rollout_stopped", {"execution_serial": row.execution_serial, "reason": reason, "errors": errors,
-                                 "max_errors": row.max_errors, "skipped": len(skipped)})] + [
-        branch_completed(serial, target, BranchStatus.SKIPPED, None, ErrorType.ROLLOUT_STOPPED, now, None)
-        for serial, target in sorted(skipped)]
+    said = [("rollout_stopped", {"execution_serial": row.execution_serial, "reason": reason, "errors": errors,
+                                 "max_errors": row.max_errors, "skipped": len(skipped)})] if stopped else []
+    return said + [branch_completed(serial, target, BranchStatus.SKIPPED, None, ErrorType.ROLLOUT_STOPPED, now, None)
+                   for serial, target in sorted(skipped)]
 
 
 def after_finish(conn: Connection, brakes: Brakes) -> tuple[list[Event], Send]:

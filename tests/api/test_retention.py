@@ -187,3 +187,9 @@ def test_ages(text, expected):
 def test_bad_ages(text):
     with pytest.raises(ValueError, match="expected an age like 30d"):
         retention.parse_age(text)
+
+
+@pytest.mark.parametrize("text", ["0", "0h", "0d"])
+def test_an_age_under_an_hour_is_refused(text):
+    with pytest.raises(ValueError, match="at least 1h"):
+        retention.parse_age(text)

@@ -85,7 +85,7 @@ def test_max_concurrency_never_exceeded_and_the_next_starts_as_one_ends(api, eng
     spans = intervals(timeline)
     assert len(spans) == 6 and most_at_once(spans) == 2, spans
     # no waves: with 2 slots and 6 equal commands the whole run takes about 3 commands' time
-    assert max(e for _, e in spans) - min(s for s, _ in spans) < 3 * 0.6 + 2.0
+    assert max(e for _, e in spans) - min(s for s, _ in spans) < 3 * 0.6 + 4.0  # slack for a loaded machine
 
 
 def test_percentage_concurrency_and_a_job_default(api, engine_db, six_targets, timeline, default_worker):

@@ -136,3 +136,42 @@ def test_the_bus_gives_branch_output_only_to_subscriptions_that_ask():
                           ("branch_completed", {"execution_serial": SERIAL, "seq": 1})])
         assert [plain.get(0)["type"], plain.get(0)] == ["branch_completed", None]
         assert [watching.get(0)["type"], watching.get(0)["type"]] == ["branch_output", "branch_completed"]
+
+
+def test_a_hole_in_the_log_ends_the_catch_up_instead_of_reading_it_forever():
+    sent = []
+    log = Log([_event(n) for n in range(1001, 2001)])  # 1..1000 pruned, a full page after the hole
+    relay = SeqRelay(sent.append, log)
+    relay.start_at(SERIAL, 0)
+    relay.catch_up(SERIAL)
+    assert log.reads == 2 and _seqs(sent) == list(range(1001, 2001))
+
+
+def test_an_unreadable_log_is_tried_again_a_second_later_not_in_a_loop():
+    sent, clock = [], Clock()
+
+    def unreadable(serial, after):
+        unreadable.calls += 1
+        raise ConnectionError("database away")
+    unreadable.calls = 0
+
+    relay = SeqRelay(sent.append, unreadable, gap_wait=0.1, clock=clock)
+    relay.push(_event(1))
+    relay.push(_event(3))
+    clock.now += 0.2
+    relay.flush_due()
+    relay.flush_due()
+    assert unreadable.calls == 1 and relay.next_due() >= clock.now + 0.9
+
+
+def test_an_execution_gone_quiet_is_checked_although_others_are_busy():
+    sent, clock = [], Clock()
+    log = Log([_event(1), _event(2, "execution_completed")])
+    relay = SeqRelay(sent.append, log, clock=clock)
+    relay.push(_event(1))  # its execution_completed publish is lost
+    for seq in range(1, 11):  # while another execution keeps the socket busy
+        clock.now += 1.0
+        relay.push(_event(seq, serial="J20260001.0002"))
+        relay.check_quiet(5.0)
+    mine = [(e["type"], e["data"]["seq"]) for e in sent if e["data"]["execution_serial"] == SERIAL]
+    assert mine == [("branch_completed", 1), ("execution_completed", 2)]
