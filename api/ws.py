@@ -32,7 +32,7 @@ from api.context import platform
 from api.endpoint import load_json
 from api.extensions import sock
 from common import serials
-from common.events import RESYNC, Subscription
+from common.events import RESYNC, Subscription, event_text
 from common.services import event_log, users
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ def executions_stream(ws):
         if not bus.wait_ready(SUBSCRIBE_WAIT_SECONDS):
             _refuse(ws, 1011, "events unavailable")
             return
-        relay = SeqRelay(lambda event: ws.send(json.dumps(event)), _fetch_after)
+        relay = SeqRelay(lambda event: ws.send(event_text(event)), _fetch_after)
         try:
             start = _starting_point(filters.get("execution_serial"), since)
         except SQLAlchemyError:
@@ -327,8 +327,7 @@ def _relay(ws, subscription: Subscription, relay: SeqRelay, filters: dict[str, s
         relay.check_quiet(QUIET_CATCHUP_SECONDS)
         due = relay.next_due()
         wait = IDLE_POLL_SECONDS if due is None else max(0.0, min(IDLE_POLL_SECONDS, due - now))
-        event = subscription.get(timeout=wait)
-        if event is not None:
+        for event in subscription.get_many(timeout=wait):
             if event["type"] == RESYNC:
                 _guarded(relay.resync)
             elif _matches(event, filters):

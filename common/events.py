@@ -22,6 +22,20 @@ RESYNC = "_resync"  # to listeners only: the bus (re)subscribed, and events may 
 Event = tuple[str, dict[str, Any]]
 
 
+class WireEvent(dict):
+    """An event with its JSON text, encoded once per process: each socket sends the text as it is."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, event: dict[str, Any], text: str | None = None):
+        super().__init__(event)
+        self.text = text if text is not None else json.dumps(event)
+
+
+def event_text(event: dict[str, Any]) -> str:
+    return event.text if isinstance(event, WireEvent) else json.dumps(event)
+
+
 class Subscription:
     """One listener's queue. Bounded so a stalled WebSocket cannot grow memory without end: once
     full it is `overflowed` and receives nothing more (its listener must say so and stop)."""
@@ -37,6 +51,20 @@ class Subscription:
             return self.queue.get(timeout=timeout)
         except queue.Empty:
             return None
+
+    def get_many(self, timeout: float | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """What is queued (waiting up to ``timeout`` for the first): a burst costs one round of the
+        listener's loop, not one per event."""
+        first = self.get(timeout)
+        if first is None:
+            return []
+        events = [first]
+        try:
+            while len(events) < limit:
+                events.append(self.queue.get_nowait())
+        except queue.Empty:
+            pass
+        return events
 
     def close(self) -> None:
         self._hub.remove(self)
@@ -99,7 +127,7 @@ class LocalEventBus:
 
     def publish_many(self, events: list[Event]) -> None:
         for event_type, data in events:
-            self._hub.deliver({"type": event_type, "data": data})
+            self._hub.deliver(WireEvent({"type": event_type, "data": data}))
 
     def subscribe(self, include_output: bool = False) -> Subscription:
         return self._hub.add(include_output)
@@ -166,8 +194,9 @@ class RedisEventBus:
                         self._hub.deliver({"type": RESYNC, "data": {}})  # but before it, something may have been
                     elif message and message["type"] == "message":
                         try:
-                            self._hub.deliver(json.loads(message["data"]))
-                        except ValueError:
+                            text = message["data"].decode()
+                            self._hub.deliver(WireEvent(json.loads(text), text))
+                        except (ValueError, TypeError):
                             log.warning("dropping malformed event")
             except Exception:
                 self._ready.clear()
