@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable
 
@@ -247,6 +248,25 @@ class SeqRelay:
         return min((since + self._gap_wait for since in self._gap_since.values()), default=None)
 
 
+class _SerialSocket:
+    """simple-websocket writes frames with one `socket.send` each, from this thread (events) and from its
+    own (pings, pongs, the close): a frame larger than the send buffer was written in part, and the
+    rest lost or interleaved with a ping (seen with 64 KiB branch_output events). Here every frame is
+    written whole, one at a time."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self._lock = threading.Lock()
+
+    def send(self, data: bytes) -> int:
+        with self._lock:
+            self._sock.sendall(data)
+        return len(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
 def _refuse(ws, code: int, message: str) -> None:
     """Close from our side. Under werkzeug (the embedded server) the handshake's socket would then
     wait for the client's close reply while the client waits for EOF; ending our write side lets
@@ -261,6 +281,7 @@ def _refuse(ws, code: int, message: str) -> None:
 
 @sock.route("/ws/executions", bp=bp)
 def executions_stream(ws):
+    ws.sock = _SerialSocket(ws.sock)
     try:
         filters = _filters()
         since, include_output = _since(filters), _include_output()

@@ -97,7 +97,10 @@ def platform_run(app: Stack, job_serial: str) -> tuple[float, dict, int]:
         app.post(f"/api/jobs/{job_serial}/execute")
         seen = 0
         while True:
-            event = json.loads(ws.recv())
+            message = ws.recv()
+            if not message:  # a control frame
+                continue
+            event = json.loads(message)
             if event["type"] == "branch_output":
                 seen += len(event["data"]["data"])
             elif event["type"] == "execution_completed":

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "opsconductor:events"
 OUTPUT = "branch_output"  # live output: only to subscriptions that ask for it
+OUTPUT_BACKLOG = 256  # a subscription this far behind skips output chunks (up to 64 KiB each) instead of holding them
 RESYNC = "_resync"  # to listeners only: the bus (re)subscribed, and events may have been missed before
 Event = tuple[str, dict[str, Any]]
 
@@ -45,6 +46,7 @@ class Subscription:
         self.include_output = include_output  # branch_output too: a flood of it fills no other queue
         self.queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=maxsize)
         self.overflowed = False
+        self.output_skipped = 0
 
     def get(self, timeout: float | None = None) -> dict[str, Any] | None:
         try:
@@ -98,6 +100,9 @@ class _Hub:
         output = event.get("type") == OUTPUT
         for sub in subs:
             if sub.overflowed or (output and not sub.include_output):
+                continue
+            if output and sub.queue.qsize() >= OUTPUT_BACKLOG:
+                sub.output_skipped += 1  # its offsets show the gap; the output endpoint has the bytes
                 continue
             try:
                 sub.queue.put_nowait(event)

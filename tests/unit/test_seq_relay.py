@@ -175,3 +175,16 @@ def test_an_execution_gone_quiet_is_checked_although_others_are_busy():
         relay.check_quiet(5.0)
     mine = [(e["type"], e["data"]["seq"]) for e in sent if e["data"]["execution_serial"] == SERIAL]
     assert mine == [("branch_completed", 1), ("execution_completed", 2)]
+
+
+def test_a_subscription_far_behind_skips_output_but_never_numbered_events():
+    from common.events import OUTPUT_BACKLOG, LocalEventBus
+
+    bus = LocalEventBus()
+    with bus.subscribe(include_output=True) as slow:
+        chunks = [("branch_output", {"execution_serial": SERIAL, "offset": n, "data": "x"})
+                  for n in range(OUTPUT_BACKLOG + 10)]
+        bus.publish_many(chunks + [("branch_completed", {"execution_serial": SERIAL, "seq": 1})])
+        received = slow.get_many(timeout=0, limit=10_000)
+        assert len(received) == OUTPUT_BACKLOG + 1 and slow.output_skipped == 10
+        assert received[-1]["type"] == "branch_completed"
