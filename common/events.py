@@ -47,6 +47,7 @@ class Subscription:
         self.queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=maxsize)
         self.overflowed = False
         self.output_skipped = 0
+        self.output_backlog = OUTPUT_BACKLOG
 
     def get(self, timeout: float | None = None) -> dict[str, Any] | None:
         try:
@@ -101,7 +102,7 @@ class _Hub:
         for sub in subs:
             if sub.overflowed or (output and not sub.include_output):
                 continue
-            if output and sub.queue.qsize() >= OUTPUT_BACKLOG:
+            if output and sub.queue.qsize() >= sub.output_backlog:
                 sub.output_skipped += 1  # its offsets show the gap; the output endpoint has the bytes
                 continue
             try:

@@ -295,6 +295,7 @@ class EventRecorder:
     def __init__(self, redis_url: str):
         self.bus = RedisEventBus(redis_url)
         self.subscription = self.bus.subscribe(include_output=True)
+        self.subscription.output_backlog = 10**6  # every byte, however far behind: the tests count them
         assert self.bus.wait_ready(10), "event subscription never became ready"
         self.events: list[dict] = []
 
