@@ -62,16 +62,18 @@ def run_execution(app: Stack, job_serial: str) -> tuple[float, dict]:
         ws.close()
 
 
-def bare_paramiko(hosts: list[str], port: int, key_path: str) -> float:
+def bare_paramiko(hosts: list[str], port: int, key_path: str, command: str = "true") -> float:
+    """Connect, exec, read all of stdout, close: a thread per host."""
     key = paramiko.Ed25519Key.from_private_key_file(key_path)
 
     def one(host: str) -> None:
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # a baseline only, never in the product
         client.connect(host, port=port, username=TEST_USER, pkey=key, allow_agent=False, look_for_keys=False,
-                       timeout=30, banner_timeout=30)
-        _, stdout, _ = client.exec_command("true")
-        stdout.read()
+                       timeout=60, banner_timeout=60)
+        _, stdout, _ = client.exec_command(command)
+        while stdout.channel.recv(65536):
+            pass
         stdout.channel.recv_exit_status()
         client.close()
 
@@ -81,10 +83,10 @@ def bare_paramiko(hosts: list[str], port: int, key_path: str) -> float:
     return time.perf_counter() - t0
 
 
-def plain_openssh(hosts: list[str], port: int, key_path: str) -> float:
+def plain_openssh(hosts: list[str], port: int, key_path: str, command: str = "true") -> float:
     cmd = (f"xargs -P {len(hosts)} -I{{}} ssh -o KexAlgorithms=curve25519-sha256 -o StrictHostKeyChecking=no "
            f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes -i {key_path} -p {port} "
-           f"{TEST_USER}@{{}} true")
+           f"{TEST_USER}@{{}} \"{command}\" > /dev/null")
     t0 = time.perf_counter()
     subprocess.run(cmd, shell=True, input="\n".join(hosts), text=True, check=True)
     return time.perf_counter() - t0

@@ -11,19 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
-import paramiko
 import websocket
 
-from benchmarks.fanout import addresses, start_targets
+from benchmarks.fanout import addresses, bare_paramiko, plain_openssh, start_targets
 from benchmarks.stack import Stack
 from tests.processes import descendants
 from tests.sshd import TEST_USER, ensure_test_user, generate_client_key
@@ -107,37 +104,6 @@ def platform_run(app: Stack, job_serial: str) -> tuple[float, dict, int]:
                 return time.perf_counter() - t0, event["data"], seen
     finally:
         ws.close()
-
-
-def plain_openssh(hosts: list[str], port: int, key_path: str, command: str) -> float:
-    cmd = (f"xargs -P {len(hosts)} -I{{}} ssh -o KexAlgorithms=curve25519-sha256 -o StrictHostKeyChecking=no "
-           f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes -i {key_path} -p {port} "
-           f"{TEST_USER}@{{}} \"{command}\" > /dev/null")
-    t0 = time.perf_counter()
-    subprocess.run(cmd, shell=True, input="\n".join(hosts), text=True, check=True)
-    return time.perf_counter() - t0
-
-
-def bare_paramiko(hosts: list[str], port: int, key_path: str, command: str) -> float:
-    key = paramiko.Ed25519Key.from_private_key_file(key_path)
-
-    def one(host: str) -> int:
-        client = paramiko.SSHClient()
-        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # a baseline only, never in the product
-        client.connect(host, port=port, username=TEST_USER, pkey=key, allow_agent=False, look_for_keys=False,
-                       timeout=60, banner_timeout=60)
-        _, stdout, _ = client.exec_command(command)
-        size = 0
-        while chunk := stdout.channel.recv(65536):
-            size += len(chunk)
-        stdout.channel.recv_exit_status()
-        client.close()
-        return size
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(len(hosts)) as pool:
-        list(pool.map(one, hosts))
-    return time.perf_counter() - t0
 
 
 def main() -> None:
