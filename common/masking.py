@@ -75,6 +75,11 @@ class StreamMasker:
                     return i
         return len(buf)
 
+    @property
+    def pending(self) -> bytes:
+        """What is held back: a possible secret's start, unmasked."""
+        return self._pending
+
     def flush(self) -> bytes:
         """The end of the stream: what was held back, masked."""
         rest, self._pending = self._pending, b""

@@ -92,17 +92,21 @@ class StreamTap:
         return masked
 
     def end(self) -> bytes:
-        """The command ended: what the masker held back is certain now."""
-        rest = self._masker.flush()
-        self._add(rest)
-        return rest
+        """A command ended: its step records what the masker still holds (a possible secret's start,
+        masked on its own), while the branch's stream keeps holding it, since the next action's
+        output may complete the secret."""
+        return self._masker.mask(self._masker.pending)
+
+    def finish(self) -> None:
+        """The branch's last command ended (or the worker speaks): what was held back is certain now."""
+        self._add(self._masker.flush())
 
     def mask(self, text: str) -> str:
         return self._masker.mask(text.encode("utf-8", "surrogateescape")).decode("utf-8", "surrogateescape")
 
     def note(self, text: str) -> None:
         """The worker's own words (why a step ended, why nothing ran), masked too, on a line of their own."""
-        self.end()
+        self.finish()
         with self._lock:
             separator = "" if self._ends_line else "\n"
         self._add((separator + self.mask(text)).encode("utf-8", "surrogateescape"))
@@ -169,7 +173,7 @@ class BranchOutput:
 
     def close(self) -> None:
         for tap in (self.stdout, self.stderr):
-            tap.end()
+            tap.finish()
             tap.flush_due()
 
     def finished(self) -> None:

@@ -166,3 +166,20 @@ def test_a_redis_that_does_not_answer_never_fails_the_branch(serial):
     store.append(serial, "stdout", 0, b"lost\n")  # logged, not raised
     assert store.view(serial, "stdout") is None
     store.finish(serial)
+
+
+def test_a_secret_split_across_two_actions_is_masked_in_the_branch_output(live, bus, store):
+    output = live.open(BRANCH, "J20260042.0001")
+    output.hide(["hunter2"])
+    first = StepRecorder(1024, output)
+    first.out.feed(b"pw=hunt")  # the first action ends mid-secret
+    step_one = first.result(0, None, None)
+    second = StepRecorder(1024, output)
+    second.out.feed(b"er2\n")
+    step_two = second.result(0, None, None)
+    output.close()
+
+    # each step records its own text: the first ends with the possible start, the second with the mask
+    assert (step_one.stdout, step_two.stdout) == ("pw=hunt", "****\n")
+    assert output.stdout.text() == "pw=****\n"  # the branch's result: the two actions' output as one stream
+    assert store.view(BRANCH, "stdout") == OutputView(b"pw=****\n", b"", 8)
