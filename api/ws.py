@@ -316,6 +316,9 @@ def executions_stream(ws):
             log.warning("websocket refused: database unavailable", exc_info=True)
             _refuse(ws, TRY_AGAIN_LATER, "database unavailable")
             return
+        except _Pruned as exc:  # a resume would wait for events that are gone: say so instead
+            _refuse(ws, POLICY_VIOLATION, str(exc))
+            return
         # where a one-execution stream starts: a client dropped before its first event resumes from here
         confirmed = filters if start is None else {**filters, "since": start}
         ws.send(json.dumps({"type": "subscribed", "data": confirmed}))
@@ -360,13 +363,19 @@ def _relay(ws, subscription: Subscription, relay: SeqRelay, filters: dict[str, s
             return
 
 
+class _Pruned(Exception):
+    pass
+
+
 def _starting_point(execution_serial: str | None, since: int | None) -> int | None:
     """Where a socket watching one execution starts: after ``since``, or after its latest event."""
     if execution_serial is None:
         return None
-    if since is not None:
-        return since
     with platform().db.session(read_only=True) as session:
+        if since is not None:
+            if event_log.pruned(session, execution_serial):
+                raise _Pruned("events pruned (RETENTION_DAYS): read the execution from the API")
+            return since
         last = event_log.last_seq(session, execution_serial)
     # not made yet: all its events come after this, the first one too, even if its publish is lost
     return 0 if last is None else last

@@ -67,6 +67,11 @@ def events_after(session: Executor, execution_serial: str, since: int, limit: in
     return [(row.type, {**row.data, "seq": row.seq}) for row in session.execute(query)]
 
 
+def pruned(session: Executor, execution_serial: str) -> bool:
+    """Whether the execution's history, its events with it, was pruned (RETENTION_DAYS)."""
+    return session.execute(select(_E.c.pruned_at).where(_E.c.execution_serial == execution_serial)).scalar() is not None
+
+
 def last_seq(session: Executor, execution_serial: str) -> int | None:
     """The execution's latest seq (0 before its first event), or None when there is no such execution."""
     row = session.execute(select(_E.c.id, func.coalesce(func.max(_EV.c.seq), 0))

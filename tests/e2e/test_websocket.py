@@ -265,3 +265,18 @@ def test_many_concurrent_sockets_all_receive_the_events(server, local_job):
     finally:
         for socket in sockets:
             socket.close()
+
+
+def test_resuming_an_execution_whose_events_were_pruned_is_refused_with_the_reason(server, local_job):
+    from sqlalchemy import update
+
+    from common.models import Execution, utcnow
+
+    serial = server.api.post(f"/api/jobs/{local_job['job_serial']}/execute")["execution_serial"]
+    with server.embedded.runtime.db.session() as session:  # as retention leaves it (tests/api/test_retention.py)
+        session.execute(update(Execution).where(Execution.execution_serial == serial).values(pruned_at=utcnow()))
+    with _connect(server, "header", server.api.token, f"execution_serial={serial}&since=0") as socket:
+        code, reason = socket.close_frame(timeout=10)
+    assert (code, reason) == (POLICY_VIOLATION, "events pruned (RETENTION_DAYS): read the execution from the API")
+    with _connect(server, "header", server.api.token, f"execution_serial={serial}") as socket:  # no resume: fine
+        assert socket.next_json()["type"] == "subscribed"
