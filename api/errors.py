@@ -22,6 +22,7 @@ DOMAIN_STATUS = {
     domain.BadRequest: 400,
     domain.Conflict: 409,
     domain.Forbidden: 403,
+    domain.Unavailable: 503,
 }
 
 HTTP_CODES = {

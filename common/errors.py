@@ -35,3 +35,9 @@ class Conflict(DomainError):
 
 class Forbidden(DomainError):
     code = "forbidden"
+
+
+class Unavailable(DomainError):
+    """A store the answer needs cannot be reached now (503): unlike "nothing there", worth asking again."""
+
+    code = "service_unavailable"

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from common.config import Settings
+from common.errors import Unavailable
 from common.output import OutputCollector, OutputView
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ class OutputStore(Protocol):
         """The branch's result is committed: keep its streams FINISHED_TTL seconds more."""
 
     def view(self, branch_serial: str, stream: str) -> OutputView | None:
-        """What is kept of the stream, or None when nothing was (not printed yet, or long finished)."""
+        """What is kept of the stream, or None when nothing was (not printed yet, or long finished);
+        raises Unavailable when the store cannot be read."""
 
     def close(self) -> None: ...
 
@@ -179,9 +181,10 @@ class RedisOutputStore:
         pipe.get(total_key)
         try:
             head, chunks, total = pipe.execute()
-        except Exception:
+        except Exception as exc:  # not "nothing printed yet": a client reading on from 0 would get duplicates
             log.warning("live output unreadable branch=%s stream=%s", branch_serial, stream, exc_info=True)
-            return None
+            raise Unavailable("Live output cannot be read now (Redis unreachable); retry shortly",
+                              {"branch_serial": branch_serial, "stream": stream}) from exc
         if total is None:
             return None
         tail = b"".join(chunks)

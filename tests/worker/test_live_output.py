@@ -161,11 +161,15 @@ def test_a_finished_branch_is_kept_a_little_while(redis_store, redis_url, serial
     client.close()
 
 
-def test_a_redis_that_does_not_answer_never_fails_the_branch(serial):
+def test_a_redis_that_does_not_answer_never_fails_the_branch_and_reads_as_unavailable(serial):
+    from common.errors import Unavailable
+
     store = RedisOutputStore("redis://127.0.0.1:1/0", cap=100)
     store.append(serial, "stdout", 0, b"lost\n")  # logged, not raised
-    assert store.view(serial, "stdout") is None
+    assert not store.available()  # paused: later chunks do not wait on it
     store.finish(serial)
+    with pytest.raises(Unavailable, match="cannot be read now"):  # not "nothing printed": no reread from 0
+        store.view(serial, "stdout")
 
 
 def test_a_secret_split_across_two_actions_is_masked_in_the_branch_output(live, bus, store):
@@ -183,3 +187,4 @@ def test_a_secret_split_across_two_actions_is_masked_in_the_branch_output(live, 
     assert (step_one.stdout, step_two.stdout) == ("pw=hunt", "****\n")
     assert output.stdout.text() == "pw=****\n"  # the branch's result: the two actions' output as one stream
     assert store.view(BRANCH, "stdout") == OutputView(b"pw=****\n", b"", 8)
+
