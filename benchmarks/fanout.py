@@ -46,6 +46,21 @@ def start_targets(stack: ExitStack, hosts: list[str], public_line: str) -> int:
     return port
 
 
+def private_key_file(directory: str, private_key: str) -> str:
+    path = Path(directory) / "id_ed25519"
+    path.write_text(private_key)
+    path.chmod(0o600)
+    return str(path)
+
+
+def ssh_targets(app: Stack, hosts: list[str], port: int, private_key: str) -> list[int]:
+    """One key credential and a target per host address: the ids."""
+    cred = app.post("/api/credentials", {"name": "bench", "username": TEST_USER, "auth_type": "key",
+                                         "private_key": private_key})
+    return [app.post("/api/targets", {"name": f"bench-{i}", "ip_address": h, "port": port,
+                                      "credential_id": cred["id"]})["id"] for i, h in enumerate(hosts)]
+
+
 def run_execution(app: Stack, job_serial: str) -> tuple[float, dict]:
     ws = websocket.create_connection(f"ws://127.0.0.1:{app.port}/ws/executions?job_serial={job_serial}",
                                      header=[f"Authorization: Bearer {app.token}"], timeout=120)
@@ -123,18 +138,12 @@ def main() -> None:
     key = generate_client_key("ed25519")
     hosts = addresses(args.n)
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
-        key_path = Path(tmp) / "id_ed25519"
-        key_path.write_text(key.private_key)
-        key_path.chmod(0o600)
+        key_path = private_key_file(tmp, key.private_key)
         port = start_targets(stack, hosts, key.public_line)
         concurrency = max(64, -(-args.n // args.workers))
         app = stack.enter_context(Stack(env={"WORKER_CONCURRENCY": str(concurrency), "WEB_WORKERS": "1"},
                                         workers=args.workers))
-
-        cred = app.post("/api/credentials", {"name": "bench", "username": TEST_USER, "auth_type": "key",
-                                             "private_key": key.private_key})
-        target_ids = [app.post("/api/targets", {"name": f"bench-{i}", "ip_address": h, "port": port,
-                                                "credential_id": cred["id"]})["id"] for i, h in enumerate(hosts)]
+        target_ids = ssh_targets(app, hosts, port, key.private_key)
         job = app.post("/api/jobs", {"name": "fanout", "actions": [
             {"action_type": "command", "action_name": "true", "action_parameters": {"command": "true"}}],
             "target_ids": target_ids})

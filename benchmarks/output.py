@@ -16,14 +16,20 @@ import tempfile
 import threading
 import time
 from contextlib import ExitStack
-from pathlib import Path
 
 import websocket
 
-from benchmarks.fanout import addresses, bare_paramiko, plain_openssh, start_targets
+from benchmarks.fanout import (
+    addresses,
+    bare_paramiko,
+    plain_openssh,
+    private_key_file,
+    ssh_targets,
+    start_targets,
+)
 from benchmarks.stack import Stack
 from tests.processes import descendants
-from tests.sshd import TEST_USER, ensure_test_user, generate_client_key
+from tests.sshd import ensure_test_user, generate_client_key
 
 
 def _command(mb: int) -> str:
@@ -117,15 +123,10 @@ def main() -> None:
     hosts = addresses(args.hosts)
     command = _command(args.mb)
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
-        key_path = Path(tmp) / "id_ed25519"
-        key_path.write_text(key.private_key)
-        key_path.chmod(0o600)
+        key_path = private_key_file(tmp, key.private_key)
         port = start_targets(stack, hosts, key.public_line)
         app = stack.enter_context(Stack(env={"WORKER_CONCURRENCY": str(max(64, args.hosts))}))
-        cred = app.post("/api/credentials", {"name": "bench", "username": TEST_USER, "auth_type": "key",
-                                             "private_key": key.private_key})
-        ids = [app.post("/api/targets", {"name": f"out-{i}", "ip_address": h, "port": port,
-                                         "credential_id": cred["id"]})["id"] for i, h in enumerate(hosts)]
+        ids = ssh_targets(app, hosts, port, key.private_key)
         job = app.post("/api/jobs", {"name": "output", "target_ids": ids, "actions": [
             {"action_type": "command", "action_name": "print", "action_parameters": {"command": command}}]})
         assert app.proc is not None

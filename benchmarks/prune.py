@@ -19,7 +19,6 @@ The prune cannot be undone: seed again (--reset) before the next run. Exits 1 wh
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import secrets
@@ -120,11 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     server = start_gunicorn(args.database_url, port, args.workers, args.threads, username, password)
     pruner: subprocess.Popen | None = None
     try:
-        client = Client(port)
-        status, body = client.call("POST", "/api/auth/login", {"username": username, "password": password})
-        if status != 200:
-            raise SystemExit(f"login failed: HTTP {status} {body[:200]!r}")
-        client.headers["Authorization"] = f"Bearer {json.loads(body)['access_token']}"
+        client = Client.signed_in(port, username, password)
         cases = endpoints(data)
         measure(client, cases, rng, {name: [] for name in cases}, rounds(10))  # warm-up
         before_idle: dict[str, list[float]] = {name: [] for name in cases}

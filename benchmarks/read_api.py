@@ -50,6 +50,15 @@ class Client:
         self.headers: dict[str, str] = {}
         self.conn: http.client.HTTPConnection | None = None
 
+    @classmethod
+    def signed_in(cls, port: int, username: str, password: str) -> Client:
+        client = cls(port)
+        status, body = client.call("POST", "/api/auth/login", {"username": username, "password": password})
+        if status != 200:
+            raise SystemExit(f"login failed: HTTP {status} {body[:200]!r}")
+        client.headers["Authorization"] = f"Bearer {json.loads(body)['access_token']}"
+        return client
+
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
         headers = dict(self.headers)
         payload = None
@@ -229,11 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     username, password = "bench-admin", secrets.token_urlsafe(16)
     server = start_gunicorn(args.database_url, port, args.workers, args.threads, username, password)
     try:
-        client = Client(port)
-        status, body = client.call("POST", "/api/auth/login", {"username": username, "password": password})
-        if status != 200:
-            raise SystemExit(f"login failed: HTTP {status} {body[:200]!r}")
-        client.headers["Authorization"] = f"Bearer {json.loads(body)['access_token']}"
+        client = Client.signed_in(port, username, password)
         print(f"data: {int(data['counts'][0]):,} targets, {int(data['counts'][1]):,} jobs, "
               f"{int(data['counts'][2]):,} executions, {int(data['counts'][3]):,} branches; "
               f"gunicorn gthread --workers {args.workers} --threads {args.threads}; one request at a time, "
