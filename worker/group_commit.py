@@ -32,6 +32,11 @@ from common.statuses import BranchStatus
 log = logging.getLogger(__name__)
 
 
+def _in_seq_order(events: list[svc.Event]) -> list[svc.Event]:
+    """Each execution's events by seq (execution_completed, when a batch closed one, is last)."""
+    return sorted(events, key=lambda event: event[1].get("seq", 0))
+
+
 @dataclass(eq=False)
 class _Request:
     wake: threading.Event = field(default_factory=threading.Event, init=False)
@@ -104,8 +109,7 @@ class GroupCommit:
                     request.error = exc
         if self._publish is not None:
             events = [event for request in batch if request.error is None for event in self._events(request)]
-            # in each execution's seq order (execution_completed, when this batch closed one, is last)
-            self._publish(sorted(events, key=lambda event: event[1].get("seq", 0)))
+            self._publish(_in_seq_order(events))
 
     def _write_batch(self, batch: list[Any]) -> None:
         raise NotImplementedError
@@ -161,6 +165,7 @@ class _Finish(_Request):
     outcome: dict[str, Any]
     brakes: rollout.Brakes | None = None
     events: list[svc.Event] = field(default_factory=list, init=False)
+    published: int = field(default=0, init=False)  # how many of `events` went out right after their commit
 
 
 class Finisher(GroupCommit):
@@ -190,6 +195,7 @@ class Finisher(GroupCommit):
             released = self._after_finish(conn, [r for r in batch if r.brakes is not None and r.events])
             event_log.record(conn, [event for request in batch for event in request.events])
             conn.commit()
+            self._publish_committed(batch)  # before the close checks and the broker: monitors wait on neither
             for execution_id, request in closing.items():
                 try:
                     request.events += svc.close_when_done(conn, execution_id)
@@ -198,6 +204,13 @@ class Finisher(GroupCommit):
                     break
         if released and self._send is not None:
             dispatch_branches(self._db, self._send, released)
+
+    def _publish_committed(self, batch: list[_Finish]) -> None:
+        if self._publish is None:
+            return
+        self._publish(_in_seq_order([event for request in batch for event in request.events]))
+        for request in batch:
+            request.published = len(request.events)
 
     @staticmethod
     def _after_finish(conn: Connection, finished: list[_Finish]) -> list[tuple[int, str]]:
@@ -226,9 +239,10 @@ class Finisher(GroupCommit):
 
     def _write_one(self, request: _Finish) -> None:
         request.events = svc.finish_and_close(self._db, request.branch_id, request.status, **request.outcome)
+        request.published = 0
 
     def _events(self, request: _Finish) -> list[svc.Event]:
-        return request.events
+        return request.events[request.published:]
 
 
 @dataclass(eq=False)
