@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from common.broker import transport_for
+from common.broker import transport_for, transport_options
 from common.config import Settings
 from common.services.dispatch import send_batch
 
@@ -20,7 +20,8 @@ class Dispatcher:
         app = Celery("opsconductor-api", broker=settings.broker_url, set_as_current=False)
         app.conf.update(task_serializer="json", accept_content=["json"],
                         broker_transport=transport_for(settings.broker_url), broker_connection_retry=False,
-                        broker_connection_max_retries=0, broker_transport_options={"max_retries": 0})
+                        broker_connection_max_retries=0,
+                        broker_transport_options={**transport_options(settings.broker_url), "max_retries": 0})
         return cls(app)
 
     def send(self, task_name: str, items: list[tuple[list, str]]) -> None:

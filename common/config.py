@@ -58,6 +58,8 @@ class Settings:
     jwt_secret_key: str
     secret_key: str  # Fernet key material for stored credentials
     redis_url: str | None = None  # None: in-memory broker, in-process events, in-memory limits
+    # CELERY_BROKER_URL: another broker for the branch tasks (amqp://…); Redis still carries events and limits
+    celery_broker_url: str | None = None
     embedded: bool = False
     var_dir: str = "var"
     admin_username: str | None = None
@@ -91,10 +93,13 @@ class Settings:
     def __post_init__(self) -> None:
         if self.retention_days < 0:
             raise ConfigError(f"RETENTION_DAYS must be 0 (keep forever) or a number of days, got {self.retention_days}")
+        if self.celery_broker_url and not self.redis_url:
+            raise ConfigError("CELERY_BROKER_URL needs REDIS_URL as well: Redis carries the events, live output "
+                              "and rate limits that every process shares")
 
     @property
     def broker_url(self) -> str:
-        return self.redis_url or "memory://"
+        return self.celery_broker_url or self.redis_url or "memory://"
 
     def with_overrides(self, **kwargs) -> Settings:
         return replace(self, **kwargs)
@@ -129,6 +134,7 @@ class Settings:
             jwt_secret_key=jwt_secret,
             secret_key=secret_key,
             redis_url=os.environ.get("REDIS_URL") or None,
+            celery_broker_url=os.environ.get("CELERY_BROKER_URL") or None,
             embedded=embedded,
             var_dir=var_dir,
             admin_username=os.environ.get("OPSCONDUCTOR_ADMIN_USERNAME") or None,

@@ -1,4 +1,4 @@
-"""The Celery app: Redis broker in production, the in-memory transport in the embedded default.
+"""The Celery app: Redis or RabbitMQ (CELERY_BROKER_URL) in production, the in-memory transport when embedded.
 Late acks with idempotent tasks, prefetch 1, a thread pool sized for I/O-bound SSH work. The beat
 process schedules no tasks: it runs the maintenance loop itself (worker/maintenance.py)."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import threading
 
 from celery import Celery, signals
 
-from common.broker import transport_for
+from common.broker import transport_for, transport_options
 from common.config import Settings
 from common.db import Database
 from common.events import make_event_bus
@@ -25,8 +25,6 @@ log = logging.getLogger(__name__)
 
 def make_celery(settings: Settings, *, runtime: WorkerRuntime | None = None) -> Celery:
     app = Celery("opsconductor", broker=settings.broker_url, set_as_current=False)
-    transport_options = ({"visibility_timeout": 3600} if settings.redis_url
-                         else {"polling_interval": 0.005})
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -36,8 +34,10 @@ def make_celery(settings: Settings, *, runtime: WorkerRuntime | None = None) -> 
         worker_prefetch_multiplier=1,
         task_default_queue="default",
         broker_transport=transport_for(settings.broker_url),
-        broker_transport_options=transport_options,
+        broker_transport_options=transport_options(settings.broker_url),
         broker_connection_retry_on_startup=True,
+        # a running branch goes on when the broker connection drops; its message comes back and the claim ignores it
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_pool="threads",
         worker_concurrency=settings.worker_concurrency,
         worker_hijack_root_logger=False,

@@ -14,7 +14,7 @@ STRONG = "s" * 40
 @pytest.fixture
 def env(monkeypatch, tmp_path):
     for name in ("DATABASE_URL", "REDIS_URL", "JWT_SECRET_KEY", "OPSCONDUCTOR_SECRET_KEY", "OPSCONDUCTOR_EMBEDDED",
-                 "LOCAL_RUN_AS"):
+                 "LOCAL_RUN_AS", "CELERY_BROKER_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OPSCONDUCTOR_VAR_DIR", str(tmp_path / "var"))
     return monkeypatch
@@ -45,6 +45,19 @@ def test_production_reads_the_environment(env):
     assert not settings.embedded
     assert settings.broker_url == "redis://127.0.0.1:6379/3"
     assert settings.rate_limit_standard == "7 per minute"
+
+
+def test_celery_broker_url_takes_the_tasks_and_redis_keeps_the_rest(env):
+    env.setenv("DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1/x")
+    env.setenv("JWT_SECRET_KEY", STRONG)
+    env.setenv("OPSCONDUCTOR_SECRET_KEY", STRONG + "x")
+    env.setenv("CELERY_BROKER_URL", "amqp://ops:pw@mq.example:5672/opsconductor")
+    with pytest.raises(ConfigError, match="CELERY_BROKER_URL needs REDIS_URL"):
+        Settings.from_env()
+    env.setenv("REDIS_URL", "redis://127.0.0.1:6379/3")
+    settings = Settings.from_env()
+    assert settings.broker_url == "amqp://ops:pw@mq.example:5672/opsconductor"
+    assert settings.redis_url == "redis://127.0.0.1:6379/3"
 
 
 def test_bad_number_is_a_config_error(env):
