@@ -1,5 +1,6 @@
 """The monitor web app: `web/` served at `/` and the JS SDK's modules (`sdk/js/src`) at `/sdk/`, as they are
-in the repository (no build step), with a strict Content-Security-Policy on every response."""
+in the repository (no build step), with a strict Content-Security-Policy on every response; and the API explorer,
+vendored Swagger UI over /api/openapi.json, at `/api/docs`."""
 from __future__ import annotations
 
 import re
@@ -27,20 +28,23 @@ _HOST = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?:
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".svg": "image/svg+xml"}
 
 
-def content_security_policy(host: str) -> str:
+def content_security_policy(host: str, *, trusted_types: bool = True) -> str:
     """No inline script or style, no eval, nothing from elsewhere; fetches and the WebSocket to this origin only
     (CSP 3 lets 'self' cover ws: too, older browsers need it spelled out); DOM sinks take no strings."""
     sockets = f" ws://{host} wss://{host}" if _HOST.fullmatch(host) else ""
     return "; ".join((
         "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:", "font-src 'self'",
         f"connect-src 'self'{sockets}", "object-src 'none'", "base-uri 'none'", "form-action 'self'",
-        "frame-ancestors 'none'", "require-trusted-types-for 'script'", "trusted-types 'none'",
+        "frame-ancestors 'none'",
+        *(("require-trusted-types-for 'script'", "trusted-types 'none'") if trusted_types else ()),
     ))
 
 
 @bp.after_request
 def _security_headers(response: Response) -> Response:
-    response.headers["Content-Security-Policy"] = content_security_policy(request.host)
+    # Swagger UI writes its Markdown (sanitised by its own DOMPurify) through innerHTML: no Trusted Types there
+    response.headers["Content-Security-Policy"] = content_security_policy(
+        request.host, trusted_types=request.endpoint != "web.api_docs")
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Frame-Options"] = "DENY"
@@ -67,6 +71,12 @@ def index():
 def asset(name: str):
     """The monitor's scripts, styles and vendored view library."""
     return _send(WEB_DIR, name)
+
+
+@bp.get("/api/docs")
+def api_docs():
+    """The API explorer: Swagger UI (web/vendor/swagger-ui) reading /api/openapi.json; Authorize takes a token."""
+    return _send(WEB_DIR, "docs.html")
 
 
 @bp.get("/sdk/<path:name>")
