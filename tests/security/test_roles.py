@@ -20,8 +20,9 @@ from tests.conftest import PASSWORD
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 OWN_TESTS = frozenset({"/api/auth/login", "/api/auth/refresh"})  # tests/api/test_auth.py, test_tokens.py
-# reachable without a token: login, and the API description (tests/api/test_openapi.py makes it public)
-PUBLIC_API = frozenset({("POST", "/api/auth/login"), ("GET", "/api/openapi.json")})
+# reachable without a token: login, the API description (tests/api/test_openapi.py makes it public) and its
+# explorer page, which holds no data (tests/api/test_docs.py)
+PUBLIC_API = frozenset({("POST", "/api/auth/login"), ("GET", "/api/openapi.json"), ("GET", "/api/docs")})
 ADMIN_ONLY_READS = ("/api/users", "/api/credentials")  # prefixes: lists and items
 
 OPERATOR_NET = "192.168.1.0/24"  # the fleet the operator may point the shared credential at
