@@ -15,6 +15,7 @@ from api import (
     health,
     jobs,
     openapi,
+    queues,
     runs,
     target_history,
     targets,
@@ -29,11 +30,12 @@ from common.config import Settings
 from common.crypto import SecretBox
 from common.db import Database
 from common.live_output import OutputStore, make_output_store
+from common.queue_presence import make_queue_presence
 
 log = logging.getLogger(__name__)
 
-BLUEPRINTS = (auth.bp, users.bp, credentials.bp, targets.bp, target_history.bp, jobs.bp, runs.bp, executions.bp,
-              analytics.bp, health.bp, openapi.bp, ws.bp, web.bp)
+BLUEPRINTS = (auth.bp, users.bp, credentials.bp, targets.bp, target_history.bp, queues.bp, jobs.bp, runs.bp,
+              executions.bp, analytics.bp, health.bp, openapi.bp, ws.bp, web.bp)
 
 
 def _retry_after_only_on_429(response):
@@ -74,6 +76,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         dispatcher=dispatcher, events=events)
     # running branches' output (the embedded default passes the store its in-process worker writes)
     app.extensions["opsconductor.output"] = output if output is not None else make_output_store(settings)
+    app.extensions["opsconductor.presence"] = make_queue_presence(settings)  # which queues have a live worker
 
     jwt.init_app(app)
     auth.register_jwt_handlers()

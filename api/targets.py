@@ -6,14 +6,22 @@ from flask_jwt_extended import current_user
 
 from api.context import transaction
 from api.endpoint import ADMIN, WRITERS, endpoint
+from api.queues import queue_workers
 from api.schemas.base import PageOut
 from api.schemas.targets import TargetIn, TargetOut, TargetQuery, TargetUpdate
-from api.serialize import page_of
 from common.services import targets
 from common.services.pagination import PageRequest
 from common.services.refs import target_by_ref
 
 bp = Blueprint("targets", __name__, url_prefix="/api/targets")
+
+
+def _served(outs: list[TargetOut]) -> list[TargetOut]:
+    """Each with queue_has_worker, read once for the queues of all of them (outside the transaction)."""
+    workers = queue_workers(o.queue for o in outs)
+    for out in outs:
+        out.queue_has_worker = None if workers is None else bool(workers.get(out.queue))
+    return outs
 
 
 @bp.get("")
@@ -23,7 +31,8 @@ def list_targets(query: TargetQuery):
     with transaction() as session:
         page = targets.list_targets(session, PageRequest(query.page, query.per_page, query.sort, query.order),
                                     name=query.name, tag=query.tag, enabled=query.enabled, queue=query.queue)
-        return page_of(page, TargetOut)
+        outs = [TargetOut.model_validate(t) for t in page.items]
+    return {"data": [o.model_dump(mode="json") for o in _served(outs)], "pagination": page.meta}
 
 
 @bp.post("")
@@ -31,15 +40,17 @@ def list_targets(query: TargetQuery):
           errors=(403, 409, 422))
 def create_target(body: TargetIn):
     with transaction() as session:
-        target = targets.create_target(session, body.model_dump(), user_id=current_user.id, role=current_user.role)
-        return TargetOut.model_validate(target)
+        target = TargetOut.model_validate(targets.create_target(session, body.model_dump(), user_id=current_user.id,
+                                                                role=current_user.role))
+    return _served([target])[0]
 
 
 @bp.get("/<target_ref>")
 @endpoint("Get a target by id or serial (archived ones too)", response=TargetOut, errors=(404, 422))
 def get_target(target_ref: str):
     with transaction() as session:
-        return TargetOut.model_validate(target_by_ref(session, target_ref))
+        target = TargetOut.model_validate(target_by_ref(session, target_ref))
+    return _served([target])[0]
 
 
 @bp.patch("/<target_ref>")
@@ -47,9 +58,10 @@ def get_target(target_ref: str):
           roles=WRITERS, errors=(403, 404, 409, 422))
 def update_target(target_ref: str, body: TargetUpdate):
     with transaction() as session:
-        target = targets.update_target(session, target_ref, body.model_dump(exclude_unset=True),
-                                       role=current_user.role)
-        return TargetOut.model_validate(target)
+        target = TargetOut.model_validate(targets.update_target(session, target_ref,
+                                                                body.model_dump(exclude_unset=True),
+                                                                role=current_user.role))
+    return _served([target])[0]
 
 
 @bp.post("/<target_ref>/reset-host-key")
@@ -57,7 +69,8 @@ def update_target(target_ref: str, body: TargetUpdate):
           roles=ADMIN, errors=(404, 409, 422))
 def reset_host_key(target_ref: str):
     with transaction() as session:
-        return TargetOut.model_validate(targets.reset_host_key(session, target_ref))
+        target = TargetOut.model_validate(targets.reset_host_key(session, target_ref))
+    return _served([target])[0]
 
 
 @bp.delete("/<target_ref>")

@@ -14,10 +14,12 @@ from common.config import Settings
 from common.db import Database
 from common.events import make_event_bus
 from common.migrate import upgrade
+from common.queue_presence import make_queue_presence
 from common.services.dispatch import send_batch
 from common.task_names import KILL_ORPHAN, RUN_BRANCH
 from worker import executor
 from worker.maintenance import Maintenance
+from worker.presence import PresenceAnnouncer
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,27 @@ def make_celery(settings: Settings, *, runtime: WorkerRuntime | None = None) -> 
         maintenance = Maintenance(settings, Database(settings.database_url), make_event_bus(settings), send)
         threading.Thread(target=maintenance.run, args=(threading.Event(),), name="maintenance", daemon=True).start()
         log.info("maintenance loop started in the beat process")
+
+    announcers: list[PresenceAnnouncer] = []
+
+    @signals.worker_ready.connect(weak=False)
+    def announce_queues(sender, **_kwargs) -> None:
+        """Only `celery worker` sends this: the embedded default's in-process worker takes every queue."""
+        if sender.app is not app or not settings.redis_url:
+            return
+
+        def queues() -> list[str]:
+            return sorted(q.name for q in sender.task_consumer.queues)
+
+        announcers.append(PresenceAnnouncer(make_queue_presence(settings), sender.hostname, queues,
+                                            settings.heartbeat_seconds).start())
+
+    @signals.worker_shutdown.connect(weak=False)
+    def leave_queues(sender, **_kwargs) -> None:
+        if sender.app is not app:
+            return
+        while announcers:
+            announcers.pop().stop()
 
     app.get_runtime = get_runtime
     app.send_by_name = send

@@ -6,7 +6,7 @@ import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from api.schemas.base import InModel, Omittable, OutModel, PageQuery, RowId, UTCTime
 
@@ -92,6 +92,9 @@ class TargetOut(OutModel):
     created_at: UTCTime
     updated_at: UTCTime
     archived_at: UTCTime | None = None
+    queue_has_worker: bool | None = Field(
+        None, description="Whether a live worker consumes this target's queue now (false: its branches wait "
+                          "`queued` until one does); null when that cannot be known (Redis not answering)")
 
 
 class TargetQuery(PageQuery):
@@ -100,3 +103,15 @@ class TargetQuery(PageQuery):
     tag: str | None = Field(None, max_length=255)
     enabled: bool | None = None
     queue: str | None = Field(None, max_length=64)
+
+
+class QueueOut(BaseModel):
+    name: str
+    targets: int = Field(description="live targets routed to this queue")
+    queued_branches: int = Field(description="branches waiting on it now")
+    workers: list[str] | None = Field(description="live workers consuming it (null: unknown, Redis not answering)")
+    has_worker: bool | None
+
+
+class QueueListOut(BaseModel):
+    data: list[QueueOut]

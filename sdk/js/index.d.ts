@@ -114,6 +114,8 @@ export interface Target {
   createdAt: Timestamp;
   updatedAt: Timestamp;
   archivedAt: Timestamp | null;
+  /** Whether a live worker consumes the target's queue now; null when the server cannot tell. */
+  queueHasWorker?: boolean | null;
 }
 
 export interface ActionParameters {

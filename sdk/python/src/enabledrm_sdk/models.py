@@ -177,6 +177,7 @@ class Target(ApiObject):
     created_at: str
     updated_at: str
     archived_at: Optional[str]
+    queue_has_worker: Optional[bool]  # a live worker consumes its queue now (None: the server cannot tell)
 
 
 class RecentBranch(ApiObject):
