@@ -10,7 +10,7 @@ PORT ?= 8000
 $(BIN)/.installed: pyproject.toml sdk/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]' -e ./sdk/python
+	$(BIN)/pip install -q -e '.[test,ansible]' -e ./sdk/python
 	touch $@
 
 install: $(BIN)/.installed
