@@ -44,7 +44,8 @@ def server(tmp_path_factory, e2e_sshd, client_key, ssh_user) -> Iterator[dict]: 
             api.post("/api/targets", {"name": "gone-1", "ip_address": "127.0.0.9", "port": free_port(["127.0.0.9"]),
                                       "credential_id": credential["id"], "tags": ["broken"]})
             yield {"url": live.base_url, "token": api.token, "api": api, "names": names,
-                   "username": live.admin_username, "password": live.admin_password, "port": live.base_url.rsplit(":", 1)[1]}
+                   "username": live.admin_username, "password": live.admin_password,
+                   "port": live.base_url.rsplit(":", 1)[1]}
         finally:
             api.close()
 
