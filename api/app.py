@@ -26,6 +26,7 @@ from api import (
 from api.context import Platform
 from api.errors import register_error_handlers
 from api.extensions import jwt, limiter, sock
+from api.metrics import count_websockets, init_metrics
 from common.config import Settings
 from common.crypto import SecretBox
 from common.db import Database
@@ -81,9 +82,11 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     jwt.init_app(app)
     auth.register_jwt_handlers()
     app.after_request(_retry_after_only_on_429)  # registered first so it runs after the limiter's hook
+    init_metrics(app)  # before the limiter: a refused request is timed and counted too
     limiter.init_app(app)
     sock.init_app(app)
     register_error_handlers(app)
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
+    count_websockets(app, "ws.executions_stream")
     return app

@@ -401,6 +401,9 @@ def _plain_responses(endpoint: str, *, limited: bool) -> dict[str, Any]:
     responses = {"200": ok}
     if endpoint == "health.readyz":
         responses["503"] = _error(503, "A dependency is not answering: error not_ready, details per check")
+    if endpoint == "metrics.prometheus_metrics":
+        responses["401"] = _error(401, "METRICS_TOKEN is set and the request has no `Authorization: Bearer` with it")
+        responses["404"] = _error(404, "METRICS_ENABLED is false")
     if limited:
         responses["200"] = {**ok, "headers": dict(RATE_LIMIT_HEADERS)}
         responses["429"] = _error(429)
@@ -420,6 +423,9 @@ PLAIN_SUCCESS: dict[str, dict[str, Any]] = {
                                            "checks": {"type": "object", "additionalProperties": {"type": "string"}}}},
                            "Every dependency answers"),
     "openapi.openapi_json": _json({"type": "object", "required": ["openapi", "paths"]}, "This document"),
+    "metrics.prometheus_metrics": {
+        "description": "Prometheus text format 0.0.4 (README: Metrics)",
+        "content": {"text/plain": {"schema": {"type": "string"}}}},
 }
 
 _WS_DESCRIPTION = (

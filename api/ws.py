@@ -32,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.context import platform
 from api.endpoint import load_json
 from api.extensions import sock
-from common import serials
+from common import metrics, serials
 from common.events import RESYNC, Subscription, event_text
 from common.services import event_log, users
 
@@ -142,7 +142,7 @@ class SeqRelay:
 
     def __init__(self, send: Callable[[dict], None], fetch: Callable[[str, int], list[dict]],
                  gap_wait: float = 0.1, clock: Callable[[], float] = time.monotonic):
-        self._send = send
+        self._send = metrics.counting_sends(send)  # counted on /metrics
         self._fetch = fetch  # (execution_serial, after) -> its recorded events with seq > after, in order
         self._gap_wait = gap_wait
         self._clock = clock

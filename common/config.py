@@ -8,7 +8,7 @@ import pwd
 import secrets
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,12 @@ class Settings:
     # forever); the maintenance loop prunes every retention_interval_seconds
     retention_days: int = 90
     retention_interval_seconds: float = 3600.0
+    # GET /metrics on the API port (false: 404), open to any scraper unless metrics_token is set, then only
+    # with `Authorization: Bearer <token>`; a worker serves its own on worker_metrics_port (0: none)
+    metrics_enabled: bool = True
+    metrics_token: str | None = field(default=None, repr=False)
+    worker_metrics_port: int = 0
+    worker_metrics_host: str = "0.0.0.0"
 
     def __post_init__(self) -> None:
         if self.retention_days < 0:
@@ -96,6 +102,9 @@ class Settings:
         if self.celery_broker_url and not self.redis_url:
             raise ConfigError("CELERY_BROKER_URL needs REDIS_URL as well: Redis carries the events, live output "
                               "and rate limits that every process shares")
+        if not 0 <= self.worker_metrics_port <= 65535:
+            raise ConfigError(f"WORKER_METRICS_PORT must be a TCP port (0: no metrics server), "
+                              f"got {self.worker_metrics_port}")
 
     @property
     def broker_url(self) -> str:
@@ -140,6 +149,7 @@ class Settings:
             admin_username=os.environ.get("OPSCONDUCTOR_ADMIN_USERNAME") or None,
             admin_password=os.environ.get("OPSCONDUCTOR_ADMIN_PASSWORD") or None,
             local_run_as=_local_run_as_from_env(),
+            metrics_token=os.environ.get("METRICS_TOKEN") or None,
             **_tunables(cls),
         )
 
@@ -156,7 +166,8 @@ _TUNABLES = {
     "ssh_pool_idle_seconds": "SSH_POOL_IDLE_SECONDS", "worker_concurrency": "WORKER_CONCURRENCY",
     "ssh_keepalive_seconds": "SSH_KEEPALIVE_SECONDS", "redispatch_seconds": "REDISPATCH_SECONDS",
     "database_retry_seconds": "DATABASE_RETRY_SECONDS", "retention_days": "RETENTION_DAYS",
-    "retention_interval_seconds": "RETENTION_INTERVAL_SECONDS",
+    "retention_interval_seconds": "RETENTION_INTERVAL_SECONDS", "metrics_enabled": "METRICS_ENABLED",
+    "worker_metrics_port": "WORKER_METRICS_PORT", "worker_metrics_host": "WORKER_METRICS_HOST",
 }
 
 

@@ -24,6 +24,7 @@ from common.live_output import LocalOutputStore
 from common.migrate import upgrade
 from worker.celery_app import make_celery
 from worker.maintenance import Maintenance
+from worker.metrics import QueueDepth, collector
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class Embedded:
     app: Flask
     celery: Celery
     runtime: WorkerRuntime
+    queue_depth: QueueDepth | None = None
     server: BaseWSGIServer | None = None
     _stop: threading.Event | None = None
     _threads: tuple = ()
@@ -135,6 +137,8 @@ class Embedded:
         except Exception:
             log.debug("worker stop", exc_info=True)
         self.runtime.close()
+        if self.queue_depth is not None:
+            self.queue_depth.close()
 
 
 def build(settings: Settings | None = None) -> Embedded:
@@ -147,5 +151,7 @@ def build(settings: Settings | None = None) -> Embedded:
     runtime = WorkerRuntime(settings, db=db, events=events, output_store=output)
     celery = make_celery(settings, runtime=runtime)
     runtime.sender = EmbeddedDispatcher(celery).send  # one queue in-process, whatever the target's
+    queue_depth = QueueDepth(celery, lambda: ["default"])
+    collector().watch_queues(queue_depth)  # the API's /metrics reads it, in this process
     app = create_app(settings, db=db, dispatcher=EmbeddedDispatcher(celery), events=events, output=output)
-    return Embedded(settings=settings, app=app, celery=celery, runtime=runtime)
+    return Embedded(settings=settings, app=app, celery=celery, runtime=runtime, queue_depth=queue_depth)

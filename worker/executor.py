@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from common.db import while_unavailable
@@ -15,6 +16,7 @@ from common.hostkeys import fingerprint
 from common.services import executions as svc
 from common.services.parameters import environment, secret_values
 from common.statuses import BranchStatus, ErrorType
+from worker import metrics
 from worker.live_output import BranchOutput
 from worker.runners.base import ConnectError, ConnectionSpec, Session, StepResult
 from worker.runtime import WorkerRuntime
@@ -38,6 +40,8 @@ def run_branch(rt: WorkerRuntime, branch_id: int) -> str | None:
     if work is None:
         log.info("branch not claimable (already started, finished or cancelled) branch_id=%s", branch_id)
         return None
+    began = time.monotonic()
+    metrics.branch_started(work.connection)
     context = f"branch={work.branch_serial} target={work.target_serial}"
     cancel = rt.heartbeats.register(branch_id)
     crash: Exception | None = None
@@ -56,10 +60,11 @@ def run_branch(rt: WorkerRuntime, branch_id: int) -> str | None:
         finally:
             rt.heartbeats.unregister(branch_id)
     try:
-        rt.finisher.finish(
+        finished = rt.finisher.finish(
             branch_id, outcome.status, exit_code=outcome.exit_code, error_type=outcome.error_type,
             result_output=output.stdout.text(), result_error=output.stderr.text(),
             last_step=outcome.last_step, started_at=work.started_at, brakes=work.brakes)
+        metrics.branch_finished(work.branch_serial, finished, time.monotonic() - began)
     finally:
         output.finished()  # readers go to the stored result from now on; the live copy expires soon
     log.info("branch finished %s status=%s exit_code=%s", context, outcome.status, outcome.exit_code)

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from common.db import Database, retry_on_disconnect, while_unavailable
+from common.metrics import GROUP_COMMIT_BATCH
 from common.services import event_log, rollout
 from common.services import executions as svc
 from common.services.dispatch import Send, dispatch_branches
@@ -47,6 +48,8 @@ class _Request:
 class GroupCommit:
     """The leader/follower queue; subclasses say how a batch is written (_write_batch) and how
     one request is written alone (_write_one)."""
+
+    kind = "write"  # the metric's label: what the batches hold
 
     def __init__(self, db: Database, *, publish: Callable[[list[svc.Event]], None] | None = None,
                  max_batch: int = 64, retry_for: float = 0.0):
@@ -100,6 +103,7 @@ class GroupCommit:
                               what=f"{type(self).__name__} of {len(batch)}")
             self.batches += 1
             self.requests += len(batch)
+            GROUP_COMMIT_BATCH.labels(self.kind).observe(len(batch))
         except Exception:
             log.warning("batch of %d writes failed; writing them one by one", len(batch), exc_info=True)
             for request in batch:
@@ -129,6 +133,8 @@ class _Claim(_Request):
 
 
 class Claimer(GroupCommit):
+    kind = "claim"
+
     def __init__(self, db: Database, worker: str, **kwargs: Any):
         super().__init__(db, **kwargs)
         self._worker = worker
@@ -169,6 +175,8 @@ class _Finish(_Request):
 
 
 class Finisher(GroupCommit):
+    kind = "finish"
+
     def __init__(self, db: Database, *, send: Send | None = None, **kwargs: Any):
         super().__init__(db, **kwargs)
         self._send = send  # for the held branches a finish releases (rollout limits)
@@ -254,6 +262,8 @@ class _Pin(_Request):
 
 class Pinner(GroupCommit):
     """Trust on first use, before the first command runs; a cold fan-out pins a key per target."""
+
+    kind = "pin"
 
     def pin(self, target_id: int, host_key: str, fingerprint: str) -> None:
         self._submit(_Pin(target_id, host_key, fingerprint))

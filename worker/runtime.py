@@ -17,6 +17,7 @@ from common.services.executions import Event
 from worker.group_commit import Claimer, Finisher, Pinner
 from worker.heartbeat import HeartbeatMonitor
 from worker.live_output import LiveOutput
+from worker.metrics import collector
 from worker.runners.local import LocalRunner
 from worker.runners.ssh import SSHPool, SSHRunner
 
@@ -52,6 +53,7 @@ class WorkerRuntime:
         self.live = LiveOutput(output_store or make_output_store(settings), self.events, settings.output_cap_bytes)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.pool = SSHPool(idle_timeout=settings.ssh_pool_idle_seconds)
+        collector().watch_pool(self.pool)  # its size and reuse are read when scraped
         self.ssh = SSHRunner(pool=self.pool, output_cap=settings.output_cap_bytes,
                              keepalive=settings.ssh_keepalive_seconds)
         self.local = make_local_runner(settings)

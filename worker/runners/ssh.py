@@ -18,10 +18,12 @@ live:
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 
 from paramiko.ssh_exception import SSHException
 
+from common.metrics import SSH_CONNECT_DURATION, error_type_label
 from common.output import DEFAULT_OUTPUT_CAP
 
 from .base import ConnectError, ConnectionSpec
@@ -96,7 +98,13 @@ class SSHRunner:
     def connect(self, spec: ConnectionSpec, *, within: float | None = None) -> PooledConnection:
         """A new authenticated transport, counted by the pool; raises ConnectError.
         ``within`` replaces ``spec.connect_timeout`` when part of it is spent already."""
-        conn = self.connector.connect(spec, within=within)
+        began = time.monotonic()
+        try:
+            conn = self.connector.connect(spec, within=within)
+        except ConnectError as exc:
+            SSH_CONNECT_DURATION.labels(error_type_label(exc.error_type)).observe(time.monotonic() - began)
+            raise
+        SSH_CONNECT_DURATION.labels("ok").observe(time.monotonic() - began)
         self.pool.note_connect(conn)
         return conn
 
