@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from api.context import platform
 from api.endpoint import load_json
 from api.extensions import sock
 from common import metrics, serials
-from common.events import RESYNC, Subscription, event_text
+from common.events import RESYNC, Subscription, WireEvent, event_text
 from common.services import event_log, users
 
 log = logging.getLogger(__name__)
@@ -248,6 +249,55 @@ class SeqRelay:
         return min((since + self._gap_wait for since in self._gap_since.values()), default=None)
 
 
+def text_frame(text: str) -> bytes:
+    """An unmasked, uncompressed WebSocket text frame (a server's frames are never masked, and
+    permessage-deflate lets any message go uncompressed)."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
+
+
+def _frame(event: dict) -> bytes:
+    """The event's frame, made by the first socket that sends it and reused by every other: with
+    hundreds of monitors, encoding (and compressing) per socket was most of a process's time."""
+    frame = getattr(event, "frame", None)
+    if frame is None:
+        frame = text_frame(event_text(event))
+        if isinstance(event, WireEvent):
+            event.frame = frame
+    return frame
+
+
+class _Outbox:
+    """The frames a round of the relay produced, written in one go."""
+
+    def __init__(self, ws):
+        self._ws = ws
+        self._frames: list[bytes] = []
+
+    def add(self, event: dict) -> None:
+        self._frames.append(_frame(event))
+
+    def flush(self) -> bool:
+        """Write what is pending; False once the socket is gone."""
+        if not self._frames:
+            return self._ws.connected
+        data, self._frames = b"".join(self._frames), []
+        if not self._ws.connected:
+            return False
+        try:
+            self._ws.sock.send(data)
+        except OSError:
+            return False
+        return True
+
+
 class _SerialSocket:
     """simple-websocket writes frames with one `socket.send` each, from this thread (events) and from its
     own (pings, pongs, the close): a frame larger than the send buffer was written in part, and the
@@ -309,7 +359,8 @@ def executions_stream(ws):
         if not bus.wait_ready(SUBSCRIBE_WAIT_SECONDS):
             _refuse(ws, 1011, "events unavailable")
             return
-        relay = SeqRelay(lambda event: ws.send(event_text(event)), _fetch_after)
+        outbox = _Outbox(ws)
+        relay = SeqRelay(outbox.add, _fetch_after)
         try:
             start = _starting_point(filters.get("execution_serial"), since)
         except SQLAlchemyError:
@@ -327,10 +378,11 @@ def executions_stream(ws):
             relay.start_at(filters["execution_serial"], start)
             if since is not None:
                 _guarded(relay.catch_up, filters["execution_serial"])
-        _relay(ws, subscription, relay, filters, claims)
+        _relay(ws, subscription, relay, outbox, filters, claims)
 
 
-def _relay(ws, subscription: Subscription, relay: SeqRelay, filters: dict[str, str], claims: dict) -> None:
+def _relay(ws, subscription: Subscription, relay: SeqRelay, outbox: _Outbox, filters: dict[str, str],
+           claims: dict) -> None:
     revalidate_at = time.monotonic() + REVALIDATE_SECONDS
     while ws.connected:
         now = time.monotonic()
@@ -345,6 +397,8 @@ def _relay(ws, subscription: Subscription, relay: SeqRelay, filters: dict[str, s
                 _refuse(ws, POLICY_VIOLATION, refusal)
                 return
             revalidate_at = now + REVALIDATE_SECONDS
+        if not outbox.flush():
+            return
         if subscription.overflowed:
             _too_slow(ws, relay, claims)
             return
@@ -357,6 +411,8 @@ def _relay(ws, subscription: Subscription, relay: SeqRelay, filters: dict[str, s
             elif _matches(event, filters):
                 relay.push(event)
         relay.flush_due()
+        if not outbox.flush():
+            return
         try:
             ws.receive(timeout=0)  # notices a client close; client messages are otherwise ignored
         except ConnectionClosed:

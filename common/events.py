@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
+from collections import deque
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -24,13 +24,15 @@ Event = tuple[str, dict[str, Any]]
 
 
 class WireEvent(dict):
-    """An event with its JSON text, encoded once per process: each socket sends the text as it is."""
+    """An event with its JSON text, encoded once per process: each socket sends the text as it is
+    (and the WebSocket relay keeps the frame it made of it in `frame`)."""
 
-    __slots__ = ("text",)
+    __slots__ = ("text", "frame")
 
     def __init__(self, event: dict[str, Any], text: str | None = None):
         super().__init__(event)
         self.text = text if text is not None else json.dumps(event)
+        self.frame: bytes | None = None
 
 
 def event_text(event: dict[str, Any]) -> str:
@@ -39,35 +41,50 @@ def event_text(event: dict[str, Any]) -> str:
 
 class Subscription:
     """One listener's queue. Bounded so a stalled WebSocket cannot grow memory without end: once
-    full it is `overflowed` and receives nothing more (its listener must say so and stop)."""
+    full it is `overflowed` and receives nothing more (its listener must say so and stop). Events
+    arrive in batches (what the bus read at once): one wake-up per batch, not one per event, is
+    what lets a process serve hundreds of sockets."""
 
     def __init__(self, hub: _Hub, maxsize: int = 10000, include_output: bool = False):
         self._hub = hub
         self.include_output = include_output  # branch_output too: a flood of it fills no other queue
-        self.queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=maxsize)
+        self.maxsize = maxsize
+        self._items: deque[dict[str, Any]] = deque()
+        self._ready = threading.Condition(threading.Lock())
         self.overflowed = False
         self.output_skipped = 0
         self.output_backlog = OUTPUT_BACKLOG
 
+    def offer(self, events: list[dict[str, Any]]) -> None:
+        """Queue a batch (called by the bus): output beyond the backlog is skipped, anything beyond
+        the bound overflows the subscription."""
+        if self.overflowed:
+            return
+        with self._ready:
+            for event in events:
+                if event.get("type") == OUTPUT:
+                    if not self.include_output:
+                        continue
+                    if len(self._items) >= self.output_backlog:
+                        self.output_skipped += 1  # its offsets show the gap; the output endpoint has the bytes
+                        continue
+                if len(self._items) >= self.maxsize:
+                    self.overflowed = True
+                    break
+                self._items.append(event)
+            self._ready.notify()
+
     def get(self, timeout: float | None = None) -> dict[str, Any] | None:
-        try:
-            return self.queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        events = self.get_many(timeout, limit=1)
+        return events[0] if events else None
 
     def get_many(self, timeout: float | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        """What is queued (waiting up to ``timeout`` for the first): a burst costs one round of the
-        listener's loop, not one per event."""
-        first = self.get(timeout)
-        if first is None:
-            return []
-        events = [first]
-        try:
-            while len(events) < limit:
-                events.append(self.queue.get_nowait())
-        except queue.Empty:
-            pass
-        return events
+        """What is queued, up to ``limit`` (waiting up to ``timeout`` for the first)."""
+        with self._ready:
+            if not self._items:
+                self._ready.wait(timeout)
+            items = self._items
+            return [items.popleft() for _ in range(min(limit, len(items)))]
 
     def close(self) -> None:
         self._hub.remove(self)
@@ -95,20 +112,13 @@ class _Hub:
             if sub in self._subs:
                 self._subs.remove(sub)
 
-    def deliver(self, event: dict[str, Any]) -> None:
+    def deliver(self, events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
         with self._lock:
             subs = list(self._subs)
-        output = event.get("type") == OUTPUT
         for sub in subs:
-            if sub.overflowed or (output and not sub.include_output):
-                continue
-            if output and sub.queue.qsize() >= sub.output_backlog:
-                sub.output_skipped += 1  # its offsets show the gap; the output endpoint has the bytes
-                continue
-            try:
-                sub.queue.put_nowait(event)
-            except queue.Full:
-                sub.overflowed = True
+            sub.offer(events)
 
 
 class EventBus(Protocol):
@@ -132,8 +142,7 @@ class LocalEventBus:
         self._hub = _Hub()
 
     def publish_many(self, events: list[Event]) -> None:
-        for event_type, data in events:
-            self._hub.deliver(WireEvent({"type": event_type, "data": data}))
+        self._hub.deliver([WireEvent({"type": event_type, "data": data}) for event_type, data in events])
 
     def subscribe(self, include_output: bool = False) -> Subscription:
         return self._hub.add(include_output)
@@ -148,6 +157,8 @@ class LocalEventBus:
 class RedisEventBus:
     """Redis pub/sub: workers publish, each API process runs one listener thread (started lazily,
     reconnecting with capped backoff) and fans out to its local subscriptions."""
+
+    BATCH = 500  # events handed to the subscriptions at once
 
     def __init__(self, url: str, channel: str = CHANNEL):
         import redis
@@ -194,16 +205,7 @@ class RedisEventBus:
                 pubsub.subscribe(self._channel)
                 backoff = 0.1
                 while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=1.0)
-                    if message and message["type"] == "subscribe":
-                        self._ready.set()  # confirmed by Redis: from here on nothing published is missed
-                        self._hub.deliver({"type": RESYNC, "data": {}})  # but before it, something may have been
-                    elif message and message["type"] == "message":
-                        try:
-                            text = message["data"].decode()
-                            self._hub.deliver(WireEvent(json.loads(text), text))
-                        except (ValueError, TypeError):
-                            log.warning("dropping malformed event")
+                    self._hub.deliver(self._read_batch(pubsub))
             except Exception:
                 self._ready.clear()
                 log.warning("event listener lost Redis; reconnecting in %.1fs", backoff, exc_info=True)
@@ -214,6 +216,23 @@ class RedisEventBus:
                     pubsub.close()
                 except Exception:
                     pass
+
+    def _read_batch(self, pubsub) -> list[dict[str, Any]]:
+        """What Redis has sent (waiting up to a second for the first message), up to BATCH events."""
+        batch: list[dict[str, Any]] = []
+        message = pubsub.get_message(timeout=1.0)
+        while message is not None and len(batch) < self.BATCH:
+            if message["type"] == "subscribe":
+                self._ready.set()  # confirmed by Redis: from here on nothing published is missed
+                batch.append({"type": RESYNC, "data": {}})  # but before it, something may have been
+            elif message["type"] == "message":
+                try:
+                    text = message["data"].decode()
+                    batch.append(WireEvent(json.loads(text), text))
+                except (ValueError, TypeError):
+                    log.warning("dropping malformed event")
+            message = pubsub.get_message(timeout=0)
+        return batch
 
     def close(self) -> None:
         self._stop.set()

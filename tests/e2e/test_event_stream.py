@@ -260,7 +260,7 @@ from api import ws
 relay = ws._relay
 def _relay(sock, subscription, *args):
     if ws.request.args.get("test_small_queue"):
-        subscription.queue.maxsize = int(os.environ["OPSC_TEST_QUEUE"])
+        subscription.maxsize = int(os.environ["OPSC_TEST_QUEUE"])
         sock.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, int(os.environ["OPSC_TEST_SNDBUF"]))
     return relay(sock, subscription, *args)
 ws._relay = _relay
