@@ -49,28 +49,42 @@ class QueueDepth:
         self._names = names
         self._lock = threading.Lock()
         self._conn: Any = None  # a kombu Connection
+        self._channel: Any = None
 
     def read(self) -> dict[str, int]:
         with self._lock:
             try:
-                if self._conn is None:
-                    # no retries: a scrape is answered in time, with or without these samples
-                    self._conn = self._app.connection_for_read(transport_options={
-                        "max_retries": 0, "socket_timeout": 2, "socket_connect_timeout": 2})
-                channel = self._conn.default_channel
-                # a non-passive declare creates nothing on Redis and returns the count on any transport
-                return {name: channel.queue_declare(queue=name).message_count for name in sorted(set(self._names()))}
+                return {name: self._depth(name) for name in sorted(set(self._names()))}
             except Exception as exc:
                 log.warning("queue depth unavailable: %s: %s", type(exc).__name__, exc)
                 self._drop()
                 return {}
+
+    def _depth(self, name: str) -> int:
+        if self._conn is None:
+            # no retries: a scrape is answered in time, with or without these samples
+            self._conn = self._app.connection_for_read(transport_options={
+                "max_retries": 0, "socket_timeout": 2, "socket_connect_timeout": 2})
+        if self._channel is None:
+            self._channel = self._conn.channel()
+        # RabbitMQ refuses a declare whose flags differ from Celery's durable queue (406, no count) and would
+        # create a missing queue: ask passively there. Kombu's virtual transports (Redis, memory) create
+        # nothing on a declare, but refuse a passive one for a queue that has no message.
+        passive = self._conn.transport.driver_type == "amqp"
+        try:
+            return self._channel.queue_declare(queue=name, passive=passive).message_count
+        except self._conn.channel_errors as exc:
+            if not passive or getattr(exc, "code", None) != 404:
+                raise
+            self._channel = None  # the server closed it with its 404
+            return 0  # no one declared the queue yet: nothing waits there
 
     def close(self) -> None:
         with self._lock:
             self._drop()
 
     def _drop(self) -> None:
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._channel = self._conn, None, None
         if conn is not None:
             try:
                 conn.release()
@@ -145,21 +159,41 @@ def collector() -> WorkerCollector:
 # ---- the worker's own HTTP server -------------------------------------------------------------------
 
 class _ThreadingServer(WSGIServer):
+    """A thread per connection, so a slow scraper holds no other scrape up; but this port is often open to a
+    network, and the worker's threads are for branches: at most `max_clients` connections at once (more are
+    closed unanswered), each closed when it sends nothing for `idle_timeout` seconds."""
+
     daemon_threads = True
 
-    def process_request(self, request, client_address):  # a slow scraper holds no other scrape up
+    def limit(self, idle_timeout: float, max_clients: int) -> None:
+        self.idle_timeout = idle_timeout
+        self._slots = threading.BoundedSemaphore(max_clients)
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
         threading.Thread(target=self._handle, args=(request, client_address), daemon=True).start()
 
     def _handle(self, request, client_address) -> None:
         try:
             self.finish_request(request, client_address)
+        except OSError as exc:  # an idle client timed out, or went away
+            log.debug("metrics connection from %s ended: %s", client_address[0], exc)
         except Exception:
-            self.handle_error(request, client_address)
+            log.warning("metrics request from %s failed", client_address[0], exc_info=True)
         finally:
             self.shutdown_request(request)
+            self._slots.release()
 
 
 class _QuietHandler(WSGIRequestHandler):
+    server: _ThreadingServer
+
+    def setup(self) -> None:
+        self.request.settimeout(self.server.idle_timeout)
+        super().setup()
+
     def log_message(self, format: str, *args) -> None:  # a scrape every few seconds is not news
         pass
 
@@ -188,9 +222,12 @@ def metrics_app(token: str | None):
 
 
 class MetricsServer:
-    def __init__(self, host: str, port: int, token: str | None):
+    def __init__(self, host: str, port: int, token: str | None, *, idle_timeout: float = 10.0,
+                 max_clients: int = 16):
+        """``idle_timeout``: Prometheus's default scrape timeout; ``max_clients``: a few scrapers at once."""
         self._server = make_server(host, port, metrics_app(token), server_class=_ThreadingServer,
                                    handler_class=_QuietHandler)
+        self._server.limit(idle_timeout, max_clients)
         self.port = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
 

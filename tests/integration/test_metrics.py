@@ -3,6 +3,7 @@ queue depth asked of Redis (and a broker that does not answer leaving the sample
 port's token, methods and paths."""
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from api.dispatch import Dispatcher
 from common.services.dispatch import send_batch
 from tests.conftest import make_settings
-from tests.sshd import free_port
+from tests.rabbitmq import queue_depths, scratch_vhost
+from tests.sshd import free_port, wait_until
 from worker.metrics import MetricsServer, QueueDepth, collector
 
 TOKEN = "worker-scrape-" + "k" * 32
@@ -32,6 +34,22 @@ def test_queue_depth_reads_the_messages_waiting_in_a_redis_queue(redis_url):
     finally:
         depth.close()
         redis.Redis.from_url(redis_url).delete(queue)
+
+
+def test_queue_depth_on_rabbitmq_asks_without_declaring_anything(redis_url):
+    """A declare with other flags than Celery's durable queue is refused by RabbitMQ (and would create a queue
+    that is missing): the depth is asked passively, and a queue nobody declared yet counts 0."""
+    with scratch_vhost("opsc_metrics") as broker_url:
+        celery = Dispatcher.from_settings(make_settings("sqlite://", redis_url=redis_url,
+                                                        celery_broker_url=broker_url)).celery
+        send_batch(celery, "opsconductor.test.metrics_probe", [([n], "probe") for n in range(3)])
+        depth = QueueDepth(celery, lambda: ["probe", "undeclared"])
+        try:
+            assert depth.read() == {"probe": 3, "undeclared": 0}
+            assert depth.read() == {"probe": 3, "undeclared": 0}  # the channel the 404 closed is replaced
+        finally:
+            depth.close()
+        assert queue_depths(broker_url.rsplit("/", 1)[1]) == {"probe": (3, 0)}  # nothing declared by a scrape
 
 
 def test_queue_depth_of_a_broker_that_does_not_answer_is_left_out_quickly():
@@ -67,3 +85,35 @@ def test_worker_metrics_port_wants_the_token_and_serves_only_get_metrics(server)
     assert head.status_code == 200 and head.content == b""
     assert httpx.post(f"{server}/metrics", headers=auth, timeout=5).status_code == 405
     assert httpx.get(f"{server}/", headers=auth, timeout=5).status_code == 404
+
+
+def _scrapes(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).status_code == 200
+    except httpx.TransportError:  # closed unanswered while every slot is taken
+        return False
+
+
+def test_idle_connections_are_closed_so_they_hold_no_thread_for_long():
+    collector()
+    running = MetricsServer("127.0.0.1", 0, None, idle_timeout=0.5, max_clients=1).start()
+    try:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=5) as idle:
+            assert idle.recv(1) == b""  # closed by the server, well before this socket's own 5 s
+        wait_until(lambda: _scrapes(running.port), timeout=5, message="a scrape after the idle client")
+    finally:
+        running.stop()
+
+
+def test_connections_past_the_cap_are_closed_unanswered_and_scrapes_resume():
+    collector()
+    running = MetricsServer("127.0.0.1", 0, None, idle_timeout=30, max_clients=2).start()
+    try:
+        idle = [socket.create_connection(("127.0.0.1", running.port), timeout=5) for _ in range(2)]
+        with socket.create_connection(("127.0.0.1", running.port), timeout=5) as extra:
+            assert extra.recv(1) == b""  # at once: the two idle ones hold both slots for 30 s
+        for conn in idle:
+            conn.close()
+        wait_until(lambda: _scrapes(running.port), timeout=5, message="a scrape once the idle clients left")
+    finally:
+        running.stop()
