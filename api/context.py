@@ -13,6 +13,7 @@ from common.config import Settings
 from common.crypto import SecretBox
 from common.db import Database
 from common.events import EventBus
+from common.queue_presence import QueuePresence
 
 
 @dataclass
@@ -26,6 +27,11 @@ class Platform:
 
 def platform() -> Platform:
     return current_app.extensions["opsconductor"]
+
+
+def queue_presence() -> QueuePresence:
+    """Which queues have a live worker (targets' queue_has_worker, GET /api/queues)."""
+    return current_app.extensions["opsconductor.presence"]
 
 
 @contextmanager

@@ -4,9 +4,8 @@ from __future__ import annotations
 from flask import Blueprint
 from flask_jwt_extended import current_user
 
-from api.context import transaction
+from api.context import queue_presence, transaction
 from api.endpoint import ADMIN, WRITERS, endpoint
-from api.queues import queue_workers
 from api.schemas.base import PageOut
 from api.schemas.targets import TargetIn, TargetOut, TargetQuery, TargetUpdate
 from common.services import targets
@@ -18,7 +17,7 @@ bp = Blueprint("targets", __name__, url_prefix="/api/targets")
 
 def _served(outs: list[TargetOut]) -> list[TargetOut]:
     """Each with queue_has_worker, read once for the queues of all of them (outside the transaction)."""
-    workers = queue_workers(o.queue for o in outs)
+    workers = queue_presence().workers(o.queue for o in outs)
     for out in outs:
         out.queue_has_worker = None if workers is None else bool(workers.get(out.queue))
     return outs

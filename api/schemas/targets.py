@@ -105,7 +105,7 @@ class TargetQuery(PageQuery):
     queue: str | None = Field(None, max_length=64)
 
 
-class QueueOut(BaseModel):
+class QueueOut(OutModel):
     name: str
     targets: int = Field(description="live targets routed to this queue")
     queued_branches: int = Field(description="branches waiting on it now")
