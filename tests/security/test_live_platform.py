@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import httpx
 import jwt as pyjwt
 import paramiko
 import pytest
@@ -125,6 +126,22 @@ def test_no_secret_before_the_host_key_matched_its_pin(platform, capture):
     assert (branch["status"], branch["error_type"]) == ("failed", "host_key_mismatch"), branch
     assert capture.captured.connections == 1  # it did connect: the refusal came from the key, not the scope
     assert capture.captured.secrets_offered == 0
+
+
+# ------------------------------------------------------------------ what an anonymous scrape shows
+
+def test_an_anonymous_metrics_scrape_names_nothing_of_the_fleet(platform, capture):
+    """/metrics answers without a token while METRICS_TOKEN is unset (README: Security), so its labels must come
+    from closed sets: after a branch that offered a password, no name, address, serial or secret in it."""
+    _, host, job = _credential_and_job(platform, "scraped-fleet-host", ip_address="127.0.0.1", port=capture.port)
+    branch = platform.run(job["id"])
+    assert branch["error_type"] == "auth_failed", branch
+    response = httpx.get(f"{platform.base_url}/metrics", timeout=10)
+    assert response.status_code == 200, response.text
+    assert 'opsconductor_branches_finished_total{error_type="auth_failed",status="failed"}' in response.text
+    for value in (STORED_SECRET, "scraped-fleet-host", "deploy", "127.0.0.1", host["target_serial"],
+                  job["job_serial"], branch["branch_serial"], platform.server.admin_username):
+        assert value not in response.text, value
 
 
 # ------------------------------------------------------------------ open WebSockets follow their user
