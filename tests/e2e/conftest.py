@@ -8,10 +8,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +50,8 @@ APP_ENV_VARS = (
     "DATABASE_URL", "REDIS_URL", "OPSCONDUCTOR_EMBEDDED", "OPSCONDUCTOR_VAR_DIR", "JWT_SECRET_KEY",
     "OPSCONDUCTOR_SECRET_KEY", "OPSCONDUCTOR_ADMIN_USERNAME", "OPSCONDUCTOR_ADMIN_PASSWORD",
     "OPSCONDUCTOR_SKIP_MIGRATE", "PORT", "WEB_WORKERS", "WEB_THREADS", "WORKER_CONCURRENCY", "WORKER_QUEUES",
-    "BEAT_SCHEDULE_FILE",
+    "BEAT_SCHEDULE_FILE", "CELERY_BROKER_URL", "METRICS_ENABLED", "METRICS_TOKEN", "WORKER_METRICS_PORT",
+    "WORKER_METRICS_HOST", "PROMETHEUS_MULTIPROC_DIR",
 )
 
 
@@ -138,6 +142,45 @@ class Api:
             return body if body["status"] != "running" else None
 
         return wait_until(done, timeout=timeout, interval=0.1, message=f"execution {execution_serial} to finish")
+
+
+# --------------------------------------------------------------------------- the Procfile stack
+
+
+@dataclass
+class HonchoStack:
+    base_url: str
+    honcho: ManagedProcess
+    api: Api  # not signed in
+    env: dict[str, str]  # what every process was given, to start more of them alike
+    processes: Processes
+
+
+@contextmanager
+def honcho_stack(tmp: Path, admin: tuple[str, str], **env: str) -> Iterator[HonchoStack]:
+    """`honcho -f Procfile start` (web, worker, beat) with fresh secrets, `admin` as the administrator and
+    ``env`` (DATABASE_URL, REDIS_URL, …) on a free PORT; answered once the web process serves, every process
+    stopped afterwards."""
+    port = free_port()
+    env = clean_env(**{
+        "JWT_SECRET_KEY": secrets.token_urlsafe(48), "OPSCONDUCTOR_SECRET_KEY": secrets.token_urlsafe(48),
+        "OPSCONDUCTOR_ADMIN_USERNAME": admin[0], "OPSCONDUCTOR_ADMIN_PASSWORD": admin[1], "PORT": str(port),
+        "HEARTBEAT_SECONDS": "0.5", "BEAT_SCHEDULE_FILE": str(tmp / "beat-schedule"),  # not the shared /tmp one
+        **env})
+    processes = Processes(tmp / "logs")
+    try:
+        honcho = processes.start("honcho", [str(VENV_BIN / "honcho"), "-f", "Procfile", "start"], cwd=REPO_ROOT,
+                                 env=env)
+        base_url = f"http://127.0.0.1:{port}"
+        wait_http_ready(base_url, honcho, timeout=60)
+        honcho.remember_tree()
+        api = Api(base_url)
+        try:
+            yield HonchoStack(base_url, honcho, api, env, processes)
+        finally:
+            api.close()
+    finally:
+        processes.stop_all()
 
 
 # --------------------------------------------------------------------------- WebSocket

@@ -17,16 +17,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import (
     REPO_ROOT,
-    VENV_BIN,
     Api,
     EventSocket,
     ManagedProcess,
     Processes,
-    clean_env,
+    honcho_stack,
     wait_http_ready,
     ws_url,
 )
 from tests.e2e.test_embedded import local_job, printed_admin, start_standalone
+from tests.faults.harness import WORKER_READY, procfile_commands
 from tests.sshd import TEST_HOSTS, free_port, wait_until
 
 pytestmark = pytest.mark.slow
@@ -63,41 +63,25 @@ class Stack:
     multiproc_dir: Path
     honcho: ManagedProcess
     api: Api
+    env: dict[str, str]
+    processes: Processes
 
 
 @pytest.fixture(scope="module")
 def stack(empty_pg_url, e2e_redis_url, tmp_path_factory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("metrics-stack")
-    port, worker_port = free_port(), free_port()
+    worker_port = free_port()
     tmpdir = tmp / "tmp"  # where the web process makes its multiprocess directory, so the test can look inside
     tmpdir.mkdir()
-    env = clean_env(
-        DATABASE_URL=empty_pg_url, REDIS_URL=e2e_redis_url,
-        JWT_SECRET_KEY=secrets.token_urlsafe(48), OPSCONDUCTOR_SECRET_KEY=secrets.token_urlsafe(48),
-        OPSCONDUCTOR_ADMIN_USERNAME=ADMIN[0], OPSCONDUCTOR_ADMIN_PASSWORD=ADMIN[1],
-        PORT=str(port), WEB_WORKERS="2", HEARTBEAT_SECONDS="0.5", BEAT_SCHEDULE_FILE=str(tmp / "beat-schedule"),
-        WORKER_METRICS_PORT=str(worker_port), WORKER_METRICS_HOST="127.0.0.1",
-        TMPDIR=str(tmpdir),
-    )
-    processes = Processes(tmp / "logs")
-    try:
-        honcho = processes.start("honcho", [str(VENV_BIN / "honcho"), "-f", "Procfile", "start"], cwd=REPO_ROOT,
-                                 env=env)
-        base_url = f"http://127.0.0.1:{port}"
-        wait_http_ready(base_url, honcho, timeout=60)
-        worker_metrics = f"http://127.0.0.1:{worker_port}/metrics"
-        wait_http_ready(f"http://127.0.0.1:{worker_port}", honcho, timeout=60, path="/metrics")
-        honcho.remember_tree()
+    with honcho_stack(tmp, ADMIN, DATABASE_URL=empty_pg_url, REDIS_URL=e2e_redis_url, WEB_WORKERS="2",
+                      WORKER_METRICS_PORT=str(worker_port), WORKER_METRICS_HOST="127.0.0.1",
+                      TMPDIR=str(tmpdir)) as running:
+        wait_http_ready(f"http://127.0.0.1:{worker_port}", running.honcho, timeout=60, path="/metrics")
         made = list(tmpdir.glob("opsconductor-web-metrics-*"))
         assert len(made) == 1, made
-        api = Api(base_url)
-        api.login(*ADMIN)
-        try:
-            yield Stack(base_url, worker_metrics, made[0], honcho, api)
-        finally:
-            api.close()
-    finally:
-        processes.stop_all()
+        running.api.login(*ADMIN)
+        yield Stack(running.base_url, f"http://127.0.0.1:{worker_port}/metrics", made[0], running.honcho,
+                    running.api, running.env, running.processes)
 
 
 def test_web_processes_share_one_count_whichever_answers_the_scrape(stack):
@@ -201,6 +185,31 @@ def test_a_failed_branch_is_counted_by_its_error_type(stack, e2e_sshd, client_ke
 def test_worker_metrics_port_answers_only_metrics(stack):
     response = httpx.get(stack.worker_metrics.removesuffix("/metrics") + "/other", timeout=5)
     assert response.status_code == 404 and response.json()["error"] == "not_found"
+
+
+def test_a_second_worker_on_the_taken_metrics_port_runs_its_branches_without_metrics(stack):
+    """Two workers on one host given one WORKER_METRICS_PORT (e.g. `honcho start -c worker=2`): the second says
+    why it serves no metrics and runs its branches all the same; the port stays the first one's."""
+    queue = "metrics-second"
+    second = stack.processes.start(
+        "worker-2", ["sh", "-c", procfile_commands()["worker"] + " -n metrics-second@%h"], cwd=REPO_ROOT,
+        env={**stack.env, "WORKER_QUEUES": queue, "OPSCONDUCTOR_SKIP_MIGRATE": "1"})
+    try:
+        wait_until(lambda: WORKER_READY.search(second.stdout() + second.stderr()), timeout=60,
+                   message="the second worker to be ready")
+        assert "metrics server not started" in second.stdout() + second.stderr(), second.logs()
+        target = stack.api.post("/api/targets", {"name": "metrics-second-local", "connection": "local",
+                                                 "queue": queue})
+        job = stack.api.post("/api/jobs", {"name": "metrics second worker", "target_ids": [target["id"]],
+                                           "actions": [{"action_type": "command", "action_name": "hello",
+                                                        "action_parameters": {"command": "echo second"}}]})
+        before = scrape(stack.worker_metrics)
+        execution = stack.api.post(f"/api/jobs/{job['job_serial']}/execute")
+        assert stack.api.wait_execution_done(execution["execution_serial"], timeout=60)["status"] == "completed"
+        after = scrape(stack.worker_metrics)
+        assert moved(before, after, "opsconductor_branches_started_total", connection="local") == 0
+    finally:
+        second.stop()
 
 
 def test_embedded_default_serves_the_api_and_worker_metrics_on_one_port(processes, tmp_path):

@@ -6,26 +6,20 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
 
 from tests.e2e.conftest import (
-    REPO_ROOT,
-    VENV_BIN,
-    Api,
     EventSocket,
-    ManagedProcess,
-    Processes,
+    HonchoStack,
     assert_execution_events,
     assert_utc,
-    clean_env,
+    honcho_stack,
     pg_tables,
-    wait_http_ready,
     ws_url,
 )
-from tests.sshd import TEST_HOSTS, free_port, wait_until
+from tests.sshd import TEST_HOSTS, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -33,44 +27,12 @@ ADMIN = ("e2e-admin", "e2e-admin-" + secrets.token_urlsafe(12))
 EXPECTED_TABLES = {"alembic_version", "users", "credentials", "targets", "jobs", "executions", "branches"}
 
 
-@dataclass
-class Stack:
-    base_url: str
-    honcho: ManagedProcess
-    api: Api
-
-
 @pytest.fixture(scope="module")
-def stack(empty_pg_url, e2e_redis_url, tmp_path_factory) -> Iterator[Stack]:
+def stack(empty_pg_url, e2e_redis_url, tmp_path_factory) -> Iterator[HonchoStack]:
     assert pg_tables(empty_pg_url) == [], "the stack must start on an empty database"
-    tmp = tmp_path_factory.mktemp("procfile")
-    port = free_port()
-    env = clean_env(
-        DATABASE_URL=empty_pg_url,
-        REDIS_URL=e2e_redis_url,
-        JWT_SECRET_KEY=secrets.token_urlsafe(48),
-        OPSCONDUCTOR_SECRET_KEY=secrets.token_urlsafe(48),
-        OPSCONDUCTOR_ADMIN_USERNAME=ADMIN[0],
-        OPSCONDUCTOR_ADMIN_PASSWORD=ADMIN[1],
-        PORT=str(port),
-        HEARTBEAT_SECONDS="0.5",
-        BEAT_SCHEDULE_FILE=str(tmp / "beat-schedule"),  # not the shared /tmp default
-        WEB_WORKERS="2",
-    )
-    processes = Processes(tmp / "logs")
-    try:
-        honcho = processes.start("honcho", [str(VENV_BIN / "honcho"), "-f", "Procfile", "start"], cwd=REPO_ROOT,
-                                 env=env)
-        base_url = f"http://127.0.0.1:{port}"
-        wait_http_ready(base_url, honcho, timeout=60)
-        honcho.remember_tree()
-        api = Api(base_url)
-        try:
-            yield Stack(base_url=base_url, honcho=honcho, api=api)
-        finally:
-            api.close()
-    finally:
-        processes.stop_all()
+    with honcho_stack(tmp_path_factory.mktemp("procfile"), ADMIN, DATABASE_URL=empty_pg_url, REDIS_URL=e2e_redis_url,
+                      WEB_WORKERS="2") as running:
+        yield running
 
 
 def test_procfile_has_started_web_worker_and_beat_and_migrated_the_empty_database(stack, empty_pg_url):

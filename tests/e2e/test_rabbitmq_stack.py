@@ -13,19 +13,15 @@ import pytest
 import redis
 
 from tests.e2e.conftest import (
-    REPO_ROOT,
-    VENV_BIN,
     Api,
     EventSocket,
     ManagedProcess,
-    Processes,
     assert_execution_events,
-    clean_env,
-    wait_http_ready,
+    honcho_stack,
     ws_url,
 )
 from tests.rabbitmq import queue_depths, rabbitmqctl, scratch_vhost
-from tests.sshd import TEST_HOSTS, free_port, wait_until
+from tests.sshd import TEST_HOSTS, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -44,33 +40,13 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(empty_pg_url, e2e_redis_url, tmp_path_factory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("rabbitmq-stack")
-    port = free_port()
-    with scratch_vhost("opsc_e2e") as broker_url:
-        env = clean_env(
-            DATABASE_URL=empty_pg_url, REDIS_URL=e2e_redis_url, CELERY_BROKER_URL=broker_url,
-            JWT_SECRET_KEY=secrets.token_urlsafe(48), OPSCONDUCTOR_SECRET_KEY=secrets.token_urlsafe(48),
-            OPSCONDUCTOR_ADMIN_USERNAME=ADMIN[0], OPSCONDUCTOR_ADMIN_PASSWORD=ADMIN[1], PORT=str(port),
-            HEARTBEAT_SECONDS="0.5", BEAT_SCHEDULE_FILE=str(tmp / "beat-schedule"), WEB_WORKERS="1",
-            WORKER_CONCURRENCY="8",
-        )
-        processes = Processes(tmp / "logs")
-        try:
-            honcho = processes.start("honcho", [str(VENV_BIN / "honcho"), "-f", "Procfile", "start"],
-                                     cwd=REPO_ROOT, env=env)
-            base_url = f"http://127.0.0.1:{port}"
-            wait_http_ready(base_url, honcho, timeout=60)
-            wait_until(lambda: "ready." in honcho.stdout(), timeout=30, message="the celery worker to be ready")
-            honcho.remember_tree()
-            api = Api(base_url)
-            try:
-                api.login(*ADMIN)
-                yield Stack(base_url=base_url, honcho=honcho, api=api, broker_url=broker_url,
-                            vhost=broker_url.rsplit("/", 1)[1], redis_url=e2e_redis_url)
-            finally:
-                api.close()
-        finally:
-            processes.stop_all()
+    with scratch_vhost("opsc_e2e") as broker_url, honcho_stack(
+            tmp_path_factory.mktemp("rabbitmq-stack"), ADMIN, DATABASE_URL=empty_pg_url, REDIS_URL=e2e_redis_url,
+            CELERY_BROKER_URL=broker_url, WEB_WORKERS="1", WORKER_CONCURRENCY="8") as running:
+        wait_until(lambda: "ready." in running.honcho.stdout(), timeout=30, message="the celery worker to be ready")
+        running.api.login(*ADMIN)
+        yield Stack(base_url=running.base_url, honcho=running.honcho, api=running.api, broker_url=broker_url,
+                    vhost=broker_url.rsplit("/", 1)[1], redis_url=e2e_redis_url)
 
 
 @pytest.fixture(scope="module")
