@@ -3,9 +3,11 @@ HEARTBEAT_SECONDS; the API tells from it whether a target's queue has anyone to 
 (an agent host that is down leaves them `queued`, which looks like a slow queue unless it is said).
 
 Redis holds one sorted set per queue: worker name -> when its announcement expires, in Redis's own
-clock (agent hosts' clocks may be off). A worker that stops cleanly leaves at once; one that was
-killed drops out WORKER_LOST_SECONDS after its last announcement. Without Redis (the embedded
-default) the one in-process worker takes every queue."""
+clock (agent hosts' clocks may be off); and an index of the queues announced (queue -> when its latest
+announcement expires), so that listing them is one command, not a SCAN of the whole keyspace (which
+also holds the broker's, the limiter's and every running stream's keys). A worker that stops cleanly
+leaves at once; one that was killed drops out WORKER_LOST_SECONDS after its last announcement. Without
+Redis (the embedded default) the one in-process worker takes every queue."""
 from __future__ import annotations
 
 import logging
@@ -17,18 +19,46 @@ from common.config import Settings
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "opsconductor:queue-workers:"
+INDEX_KEY = "opsconductor:queues-announced"
 EMBEDDED_WORKER = "embedded"
 
-# KEYS: one set per queue; ARGV: worker, seconds the announcement lasts
+# KEYS: the index, then one set per queue; ARGV: worker, seconds the announcement lasts, then the queues' names
 _ANNOUNCE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-for _, key in ipairs(KEYS) do
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  redis.call('ZADD', key, now + tonumber(ARGV[2]), ARGV[1])
-  redis.call('EXPIRE', key, math.ceil(tonumber(ARGV[2])) + 1)
+local ttl = tonumber(ARGV[2])
+local lasts = math.ceil(ttl) + 1
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+for i = 2, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+  redis.call('ZADD', KEYS[i], now + ttl, ARGV[1])
+  redis.call('EXPIRE', KEYS[i], lasts)
+  local latest = redis.call('ZSCORE', KEYS[1], ARGV[i + 1])
+  if not latest or tonumber(latest) < now + ttl then
+    redis.call('ZADD', KEYS[1], now + ttl, ARGV[i + 1])
+  end
 end
-return #KEYS
+if redis.call('TTL', KEYS[1]) < lasts then
+  redis.call('EXPIRE', KEYS[1], lasts)
+end
+return #KEYS - 1
+"""
+# KEYS: the index, then one set per queue; ARGV: worker, then the queues' names. A queue no one else announced
+# leaves the index with it.
+_LEAVE = """
+for i = 2, #KEYS do
+  redis.call('ZREM', KEYS[i], ARGV[1])
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return #KEYS - 1
+"""
+# KEYS: the index; returns the queues whose latest announcement has not expired
+_ANNOUNCED = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
 """
 # KEYS: one set per queue; returns, per key, the workers whose announcement has not expired
 _LIVE = """
@@ -69,18 +99,19 @@ class RedisQueuePresence:
                                            retry=Retry(NoBackoff(), 0), decode_responses=True)
         self._ttl = max(1.0, ttl)
         self._announce = self._redis.register_script(_ANNOUNCE)
+        self._leave = self._redis.register_script(_LEAVE)
+        self._announced = self._redis.register_script(_ANNOUNCED)
         self._live = self._redis.register_script(_LIVE)
 
     def announce(self, worker: str, queues: Iterable[str]) -> None:
-        keys = [KEY_PREFIX + q for q in sorted(set(queues))]
-        if keys:
-            self._announce(keys=keys, args=[worker, f"{self._ttl:g}"])
+        names = sorted(set(queues))
+        if names:
+            self._announce(keys=[INDEX_KEY, *(KEY_PREFIX + q for q in names)], args=[worker, f"{self._ttl:g}", *names])
 
     def leave(self, worker: str, queues: Iterable[str]) -> None:
-        with self._redis.pipeline(transaction=False) as pipe:
-            for queue in set(queues):
-                pipe.zrem(KEY_PREFIX + queue, worker)
-            pipe.execute()
+        names = sorted(set(queues))
+        if names:
+            self._leave(keys=[INDEX_KEY, *(KEY_PREFIX + q for q in names)], args=[worker, *names])
 
     def workers(self, queues: Iterable[str]) -> dict[str, list[str]] | None:
         names = sorted(set(queues))
@@ -94,9 +125,9 @@ class RedisQueuePresence:
         return {q: sorted(ws) for q, ws in zip(names, live, strict=True)}
 
     def announced_queues(self) -> list[str]:
-        """Every queue some worker announced lately (its set has not expired)."""
+        """Every queue whose latest announcement has not expired, and that was not left by all who announced it."""
         try:
-            return sorted(k.removeprefix(KEY_PREFIX) for k in self._redis.scan_iter(match=KEY_PREFIX + "*", count=500))
+            return sorted(self._announced(keys=[INDEX_KEY]))
         except Exception as exc:
             log.warning("queue presence unavailable (%s)", type(exc).__name__)
             return []

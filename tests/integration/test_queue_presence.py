@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 
+import pytest
 import redis
 
 from common.queue_presence import KEY_PREFIX, RedisQueuePresence
+from tests.faults.harness import RedisServer
+from tests.processes import Processes
 from tests.sshd import free_port, wait_until
 from worker.presence import PresenceAnnouncer
 
@@ -77,3 +81,38 @@ def test_the_announcer_follows_the_workers_queues_and_leaves_when_stopped(redis_
     finally:
         announcer.stop()
         presence.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path) -> Iterator[str]:
+    """A redis-server of this test's own: its command counts are this test's alone."""
+    processes = Processes(tmp_path / "logs")
+    server = RedisServer(tmp_path, processes)
+    try:
+        server.start()
+        yield server.url
+    finally:
+        processes.stop_all()
+
+
+def test_listing_the_announced_queues_is_one_command_whatever_the_keyspace(own_redis):
+    client = redis.Redis.from_url(own_redis)
+    presence = RedisQueuePresence(own_redis, ttl=30)
+    try:
+        with client.pipeline(transaction=False) as pipe:  # the broker's, the limiter's and the output's keys
+            for n in range(20_000):
+                pipe.set(f"other:{n}", "x")
+            pipe.execute()
+        presence.announce("w@east", ["dc-east", "default"])
+        assert presence.announced_queues() == ["dc-east", "default"]
+        client.config_resetstat()
+        assert presence.announced_queues() == ["dc-east", "default"]
+        calls = {name.removeprefix("cmdstat_"): stats["calls"] for name, stats in client.info("commandstats").items()}
+        calls.pop("config|resetstat", None)
+        # one script, and inside it one clock reading and one range: no SCAN over the 20,000 other keys
+        assert calls == {"evalsha": 1, "time": 1, "zrangebyscore": 1}, calls
+        presence.leave("w@east", ["dc-east"])
+        assert presence.announced_queues() == ["default"]  # left by its only worker: gone at once
+    finally:
+        presence.close()
+        client.close()
