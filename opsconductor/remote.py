@@ -60,20 +60,29 @@ def _read_file(path: Path, warn: Callable[[str], None]) -> dict[str, str]:
 def resolve(*, url: str | None = None, token: str | None = None, username: str | None = None,
             environ: Mapping[str, str] = os.environ, warn: Callable[[str], None] = print) -> Remote:
     """Options first, then OPSCONDUCTOR_* variables, then the config file. A token and a username come as
-    a pair with where they were found: a token from the environment is not mixed with a file's login."""
+    a pair with where they were found: a token from the environment is not mixed with a file's login. Where
+    that place names a server too, they go to that server only: a file's token for production is not sent
+    to the OPSCONDUCTOR_URL or --url of another one."""
     given = {"url": url, "token": token, "username": username}
     env = {k: environ.get(f"OPSCONDUCTOR_{k.upper()}") or None for k in KEYS}
     path = config_path(environ)
     file = _read_file(path, warn)
     chosen_url = given["url"] or env["url"] or file.get("url") or DEFAULT_URL
-    for source in (given, env, file):
+    elsewhere = []
+    for where, source in (("the options", given), ("the environment", env), (str(path), file)):
+        if not (source.get("token") or source.get("username")):
+            continue
+        server = source.get("url")
+        if server and server.rstrip("/") != chosen_url.rstrip("/"):
+            elsewhere.append(f"{where} has them for {server}")
+            continue
         if source.get("token"):
             return Remote(chosen_url, token=source["token"])
-        if source.get("username"):
-            password = source.get("password") or env["password"]
-            return Remote(chosen_url, username=source["username"], password=password)
-    raise RemoteError("no credentials for the server: set OPSCONDUCTOR_TOKEN (or OPSCONDUCTOR_USERNAME and "
-                      f"OPSCONDUCTOR_PASSWORD), or write them to {path}")
+        password = source.get("password") or env["password"]
+        return Remote(chosen_url, username=source["username"], password=password)
+    raise RemoteError(f"no credentials for {chosen_url}" + (f" ({'; '.join(elsewhere)})" if elsewhere else "")
+                      + ": set OPSCONDUCTOR_TOKEN (or OPSCONDUCTOR_USERNAME and OPSCONDUCTOR_PASSWORD), "
+                      f"or write them to {path}")
 
 
 def connect(remote: Remote, *, ask_password: Callable[[str], str] | None = None) -> EnableDRMClient:

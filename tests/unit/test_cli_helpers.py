@@ -89,11 +89,31 @@ def test_connection_settings_options_then_environment_then_file(tmp_path):
         "http://file:1", username="alice", password="from-file")
     env_token = {**env, "OPSCONDUCTOR_URL": "http://env:2", "OPSCONDUCTOR_TOKEN": "env-token"}
     assert remote.resolve(environ=env_token, warn=warnings.append) == remote.Remote("http://env:2", token="env-token")
-    assert remote.resolve(url="http://opt:3", environ=env_token, warn=warnings.append).url == "http://opt:3"
+    env_token_only = {**env, "OPSCONDUCTOR_TOKEN": "env-token"}  # no server named with it: any server
+    assert remote.resolve(url="http://opt:3/", environ=env_token_only, warn=warnings.append) == remote.Remote(
+        "http://opt:3/", token="env-token")
+    assert remote.resolve(url="http://file:1/", environ=env, warn=warnings.append).username == "alice"
     assert warnings == []
     config.chmod(0o644)
     remote.resolve(environ=env, warn=warnings.append)
     assert warnings and "others may read it" in warnings[0]
+
+
+def test_credentials_go_only_to_the_server_named_with_them(tmp_path):
+    """A token kept for one server is never sent to another one given by --url or OPSCONDUCTOR_URL."""
+    config = tmp_path / "config.toml"
+    config.write_text('url = "https://prod.example"\ntoken = "prod-token"\n')
+    config.chmod(0o600)
+    env = {"OPSCONDUCTOR_CONFIG": str(config)}
+    assert remote.resolve(environ=env).token == "prod-token"
+    for kwargs, environ in (({}, {**env, "OPSCONDUCTOR_URL": "http://staging.example"}),
+                            ({"url": "http://staging.example"}, env)):
+        with pytest.raises(remote.RemoteError, match=f"{config} has them for https://prod.example"):
+            remote.resolve(environ=environ, **kwargs)
+    env_pair = {**env, "OPSCONDUCTOR_URL": "http://staging.example", "OPSCONDUCTOR_TOKEN": "staging-token"}
+    assert remote.resolve(environ=env_pair) == remote.Remote("http://staging.example", token="staging-token")
+    with pytest.raises(remote.RemoteError, match="the environment has them for http://staging.example"):
+        remote.resolve(url="http://elsewhere.example", environ=env_pair)
 
 
 def test_connection_settings_missing_or_malformed(tmp_path):
