@@ -6,7 +6,10 @@ done. The database is never truncated while a worker runs (a stale broker messag
 claim a new branch that reused an old id); every test makes its own users, targets and jobs."""
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +22,26 @@ from api.dispatch import Dispatcher
 from common.db import Database
 from common.models import SerialCounter, utcnow
 from common.services.users import create_user
-from tests.conftest import PASSWORD, make_settings, truncate_all
+from tests.conftest import FERNET_SECRET, JWT_SECRET, PASSWORD, make_settings, scratch_database, truncate_all
 from tests.integration.engine_helpers import CeleryProcess, EngineApi, EventRecorder, celery_env
 from tests.sshd import TEST_HOSTS, ClientKey, SshdServer, generate_client_key
+
+CLI = str(Path(sys.executable).parent / "opsconductor")
+
+
+def run_cli(args: list[str], database_url: str, **kw) -> subprocess.CompletedProcess[str]:
+    """`opsconductor ARGS` in production mode on ``database_url``, without Redis (these commands need none)."""
+    env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET_KEY": JWT_SECRET,
+           "OPSCONDUCTOR_SECRET_KEY": FERNET_SECRET}
+    env.pop("REDIS_URL", None)
+    return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=120, **kw)
+
+
+@pytest.fixture
+def empty_pg() -> Iterator[str]:
+    """A PostgreSQL database of the test's own, with no table yet."""
+    with scratch_database("opsc_cli") as url:
+        yield url
 
 
 @pytest.fixture(scope="package")

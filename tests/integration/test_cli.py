@@ -1,46 +1,29 @@
 """The `opsconductor` command against a fresh PostgreSQL database: db upgrade, users create, prune."""
 import os
 import subprocess
-import sys
-from pathlib import Path
 
-import pytest
 from sqlalchemy import create_engine, text
 
 from common.db import Database
 from common.models import utcnow
-from tests.conftest import FERNET_SECRET, JWT_SECRET, scratch_database
 from tests.history_data import add_details, build_history
-
-CLI = str(Path(sys.executable).parent / "opsconductor")
-
-
-@pytest.fixture
-def empty_pg():
-    with scratch_database("opsc_cli") as url:
-        yield url
-
-
-def run(args, url, **kw):
-    env = {**os.environ, "DATABASE_URL": url, "JWT_SECRET_KEY": JWT_SECRET, "OPSCONDUCTOR_SECRET_KEY": FERNET_SECRET}
-    env.pop("REDIS_URL", None)
-    return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=60, **kw)
+from tests.integration.conftest import CLI, run_cli
 
 
 def test_db_upgrade_then_users_create(empty_pg):
-    upgraded = run(["db", "upgrade"], empty_pg)
+    upgraded = run_cli(["db", "upgrade"], empty_pg)
     assert upgraded.returncode == 0, upgraded.stderr
     assert "database at head" in upgraded.stdout
 
-    created = run(["users", "create", "ops-lead", "--role", "admin", "--password", "long-enough-pw"], empty_pg)
+    created = run_cli(["users", "create", "ops-lead", "--role", "admin", "--password", "long-enough-pw"], empty_pg)
     assert created.returncode == 0, created.stderr
     assert "username=ops-lead role=admin" in created.stdout
 
-    duplicate = run(["users", "create", "ops-lead", "--password", "long-enough-pw"], empty_pg)
+    duplicate = run_cli(["users", "create", "ops-lead", "--password", "long-enough-pw"], empty_pg)
     assert duplicate.returncode != 0
     assert "already exists" in duplicate.stderr
 
-    short = run(["users", "create", "shorty", "--password", "x"], empty_pg)
+    short = run_cli(["users", "create", "shorty", "--password", "x"], empty_pg)
     assert short.returncode != 0 and "Password too short" in short.stderr
 
     engine = create_engine(empty_pg)
@@ -61,7 +44,7 @@ def test_production_mode_without_secrets_is_refused(empty_pg):
 def test_prune_dry_run_then_prune(empty_pg):
     """The hand-made history placed relative to now: `prune --older-than 30d --dry-run` prints what
     would go and changes nothing; without --dry-run exactly that goes, and recent history stays."""
-    assert run(["db", "upgrade"], empty_pg).returncode == 0
+    assert run_cli(["db", "upgrade"], empty_pg).returncode == 0
     db = Database(empty_pg)
     try:
         with db.session() as session:
@@ -77,7 +60,7 @@ def test_prune_dry_run_then_prune(empty_pg):
                     " LEFT JOIN branch_steps s ON s.branch_id = b.id GROUP BY e.id ORDER BY e.execution_serial")).all()
 
         before = state()
-        dry = run(["prune", "--older-than", "30d", "--dry-run"], empty_pg)
+        dry = run_cli(["prune", "--older-than", "30d", "--dry-run"], empty_pg)
         assert dry.returncode == 0, dry.stderr
         # ended more than 30 days ago: J20240042.0001, J20240043.0001 and .0002, one branch each (J20240042.0002
         # started exactly 30 days ago); each has a step and three events (started, branch, completed)
@@ -87,7 +70,7 @@ def test_prune_dry_run_then_prune(empty_pg):
                                                                                    "removed"]]
         assert state() == before
 
-        real = run(["prune", "--older-than", "30d"], empty_pg)
+        real = run_cli(["prune", "--older-than", "30d"], empty_pg)
         assert real.returncode == 0, real.stderr
         assert "pruned the history of 3 executions" in real.stdout
         assert [line.split()[-1] for line in real.stdout.splitlines()[1:4]] == ["3", "3", "9"]
@@ -97,9 +80,9 @@ def test_prune_dry_run_then_prune(empty_pg):
             serial, _, branches, *_ = was
             assert now == ((serial, True, branches, 0, 0, 0) if serial in old else was)
 
-        again = run(["prune", "--older-than", "30d"], empty_pg)
+        again = run_cli(["prune", "--older-than", "30d"], empty_pg)
         assert "pruned the history of 0 executions" in again.stdout
-        bad = run(["prune", "--older-than", "soon"], empty_pg)
+        bad = run_cli(["prune", "--older-than", "soon"], empty_pg)
         assert bad.returncode == 2 and "expected an age like 30d" in bad.stderr
     finally:
         db.dispose()

@@ -3,9 +3,6 @@ group_vars and host_vars directories, templated values), written through the tar
 PostgreSQL; the same refusals as the API; re-runs update in place; a dry run and a rejected host write nothing."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -14,9 +11,8 @@ from sqlalchemy import select
 
 from common.models import Target
 from opsconductor.inventory import import_inventory
-from tests.conftest import FERNET_SECRET, JWT_SECRET, scratch_database
-
-CLI = str(Path(sys.executable).parent / "opsconductor")
+from tests.conftest import FERNET_SECRET
+from tests.integration.conftest import run_cli
 
 INI = """\
 web1 ansible_host=10.0.0.1 ansible_port=2222
@@ -201,24 +197,12 @@ def test_ansible_connection_local_makes_a_local_target_without_a_credential(db, 
 # ---------------------------------------------------------------------------- the command itself
 
 
-@pytest.fixture
-def empty_pg():
-    with scratch_database("opsc_import") as url:
-        yield url
-
-
-def cli(args, url, **kw):
-    env = {**os.environ, "DATABASE_URL": url, "JWT_SECRET_KEY": JWT_SECRET, "OPSCONDUCTOR_SECRET_KEY": FERNET_SECRET}
-    env.pop("REDIS_URL", None)
-    return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=120, **kw)
-
-
 def test_the_command_prints_each_host_and_a_summary(empty_pg, tmp_path):
     from common.crypto import SecretBox
     from common.db import Database
     from common.services.credentials import create_credential
 
-    assert cli(["db", "upgrade"], empty_pg).returncode == 0
+    assert run_cli(["db", "upgrade"], empty_pg).returncode == 0
     database = Database(empty_pg)
     try:
         with database.session() as session:
@@ -228,29 +212,29 @@ def test_the_command_prints_each_host_and_a_summary(empty_pg, tmp_path):
         database.dispose()
     path = write(tmp_path, "hosts.ini", INI)
 
-    missing = cli(["targets", "import", path, "--credential", "nope"], empty_pg)
+    missing = run_cli(["targets", "import", path, "--credential", "nope"], empty_pg)
     assert missing.returncode == 1 and "no credential named 'nope' (credentials: deploy-key)" in missing.stderr
 
-    dry = cli(["targets", "import", path, "--credential", "deploy-key", "--dry-run"], empty_pg)
+    dry = run_cli(["targets", "import", path, "--credential", "deploy-key", "--dry-run"], empty_pg)
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.splitlines()[-1] == ("3 hosts: 3 would create, 0 would update, 0 unchanged; "
                                            "dry run: nothing was written")
 
-    real = cli(["targets", "import", path, "--credential", "deploy-key"], empty_pg)
+    real = run_cli(["targets", "import", path, "--credential", "deploy-key"], empty_pg)
     assert real.returncode == 0, real.stderr
     lines = real.stdout.splitlines()
     assert lines[-1] == "3 hosts: 3 created, 0 updated, 0 unchanged"
     assert sorted(line.split()[:2][0] for line in lines[:-1]) == ["db1", "web1", "web2.example.com"]
 
-    again = cli(["targets", "import", path, "--credential", "deploy-key"], empty_pg)
+    again = run_cli(["targets", "import", path, "--credential", "deploy-key"], empty_pg)
     assert again.stdout.splitlines()[-1] == "3 hosts: 0 created, 0 updated, 3 unchanged"
 
     bad = write(tmp_path, "bad.ini", 'evil ansible_host="a;b"\n' + INI)
-    refused = cli(["targets", "import", bad, "--credential", "deploy-key"], empty_pg)
+    refused = run_cli(["targets", "import", bad, "--credential", "deploy-key"], empty_pg)
     assert refused.returncode == 1
     assert "evil: ansible_host 'a;b' is neither an IP address nor a host name" in refused.stderr
     assert "nothing was imported: 1 of 4 hosts rejected" in refused.stderr
 
     broken = write(tmp_path, "broken.yml", "all:\n  hosts: [oops\n")
-    unreadable = cli(["targets", "import", broken, "--credential", "deploy-key"], empty_pg)
+    unreadable = run_cli(["targets", "import", broken, "--credential", "deploy-key"], empty_pg)
     assert unreadable.returncode == 1 and "no hosts in" in unreadable.stderr
