@@ -17,6 +17,7 @@ from common.db import Database
 from common.migrate import upgrade
 from common.models import Base
 from common.services.users import create_user
+from tests.processes import Processes
 from tests.sshd import ClientKey, TestUser, ensure_sshd_installed, ensure_test_user, generate_client_key
 
 PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
@@ -202,3 +203,13 @@ def ssh_user() -> TestUser:
 def client_key(ssh_user) -> ClientKey:
     """An ed25519 key the suites' sshd servers trust."""
     return generate_client_key("ed25519")
+
+
+@pytest.fixture
+def processes(tmp_path) -> Iterator[Processes]:
+    """Subprocesses of the test's own (servers, workers), each stopped with its whole tree afterwards."""
+    manager = Processes(tmp_path / "logs")
+    try:
+        yield manager
+    finally:
+        manager.stop_all()

@@ -71,15 +71,6 @@ def assert_utc(value: Any) -> None:
 # --------------------------------------------------------------------------- processes
 
 
-@pytest.fixture
-def processes(tmp_path) -> Iterator[Processes]:
-    manager = Processes(tmp_path / "logs")
-    try:
-        yield manager
-    finally:
-        manager.stop_all()
-
-
 def wait_http_ready(base_url: str, proc: ManagedProcess | None = None, timeout: float = 60.0,
                     path: str = "/readyz") -> None:
     """Wait until GET ``path`` answers 200; fail at once (with the logs) when the process died."""

@@ -6,11 +6,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.processes import ManagedProcess, Processes
 from tests.sshd import free_port, wait_until
@@ -46,15 +44,6 @@ class Web:
 
     def made(self) -> list[Path]:
         return sorted(self.tmpdir.glob("opsconductor-web-metrics-*"))
-
-
-@pytest.fixture
-def processes(tmp_path) -> Iterator[Processes]:
-    running = Processes(tmp_path / "logs")
-    try:
-        yield running
-    finally:
-        running.stop_all()
 
 
 def _alive(pid: int) -> bool:

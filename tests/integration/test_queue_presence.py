@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
 
 from common.queue_presence import KEY_PREFIX, RedisQueuePresence
 from tests.faults.harness import RedisServer
-from tests.processes import Processes
 from tests.sshd import free_port, wait_until
 from worker.presence import PresenceAnnouncer
 
@@ -84,15 +82,11 @@ def test_the_announcer_follows_the_workers_queues_and_leaves_when_stopped(redis_
 
 
 @pytest.fixture
-def own_redis(tmp_path) -> Iterator[str]:
+def own_redis(tmp_path, processes) -> str:
     """A redis-server of this test's own: its command counts are this test's alone."""
-    processes = Processes(tmp_path / "logs")
     server = RedisServer(tmp_path, processes)
-    try:
-        server.start()
-        yield server.url
-    finally:
-        processes.stop_all()
+    server.start()
+    return server.url
 
 
 def test_listing_the_announced_queues_is_one_command_whatever_the_keyspace(own_redis):
