@@ -52,18 +52,21 @@ def _env_float(name: str, default: float) -> float:
 
 @dataclass(frozen=True)
 class Settings:
-    """All configuration in one place. Build with `Settings.from_env()` or directly in tests."""
+    """All configuration in one place. Build with `Settings.from_env()` or directly in tests. What may hold a
+    secret (keys, passwords, URLs with a password in them) is left out of its repr, which a traceback or a
+    debug line may print."""
 
-    database_url: str
-    jwt_secret_key: str
-    secret_key: str  # Fernet key material for stored credentials
-    redis_url: str | None = None  # None: in-memory broker, in-process events, in-memory limits
+    database_url: str = field(repr=False)
+    jwt_secret_key: str = field(repr=False)
+    secret_key: str = field(repr=False)  # Fernet key material for stored credentials
+    # None: in-memory broker, in-process events, in-memory limits
+    redis_url: str | None = field(default=None, repr=False)
     # CELERY_BROKER_URL: another broker for the branch tasks (amqp://…); Redis still carries events and limits
-    celery_broker_url: str | None = None
+    celery_broker_url: str | None = field(default=None, repr=False)
     embedded: bool = False
     var_dir: str = "var"
     admin_username: str | None = None
-    admin_password: str | None = None
+    admin_password: str | None = field(default=None, repr=False)
     access_token_minutes: int = 60
     refresh_token_days: int = 30
     rate_limit_standard: str = "100 per minute"

@@ -60,6 +60,20 @@ def test_celery_broker_url_takes_the_tasks_and_redis_keeps_the_rest(env):
     assert settings.redis_url == "redis://127.0.0.1:6379/3"
 
 
+def test_no_secret_in_the_settings_repr(env):
+    """A traceback or a debug line may print the settings: keys, passwords and URLs with one stay out."""
+    secrets = {"DATABASE_URL": "postgresql+psycopg2://ops:db-pw-1@127.0.0.1/x", "JWT_SECRET_KEY": "j" * 40,
+               "OPSCONDUCTOR_SECRET_KEY": "k" * 40, "REDIS_URL": "redis://:redis-pw-2@127.0.0.1:6379/3",
+               "CELERY_BROKER_URL": "amqp://ops:mq-pw-3@mq.example:5672/opsconductor",
+               "OPSCONDUCTOR_ADMIN_PASSWORD": "admin-pw-4", "METRICS_TOKEN": "metrics-token-5"}
+    for name, value in secrets.items():
+        env.setenv(name, value)
+    shown = repr(Settings.from_env())
+    assert "rate_limit_standard=" in shown  # the rest is still there
+    for leak in ("db-pw-1", "j" * 40, "k" * 40, "redis-pw-2", "mq-pw-3", "admin-pw-4", "metrics-token-5"):
+        assert leak not in shown, leak
+
+
 def test_bad_number_is_a_config_error(env):
     env.setenv("OUTPUT_CAP_BYTES", "lots")
     with pytest.raises(ConfigError, match="OUTPUT_CAP_BYTES must be an integer"):
