@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -33,8 +32,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.context import platform
 from api.endpoint import load_json
 from api.extensions import sock
+from api.ws_writer import SerialSocket, frame_of
 from common import metrics, serials
-from common.events import RESYNC, Subscription, WireEvent, event_text
+from common.events import OUTPUT, RESYNC, Subscription
 from common.services import event_log, users
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ SUBSCRIBE_WAIT_SECONDS = 5.0
 QUIET_CATCHUP_SECONDS = 5.0  # an open execution silent this long is checked against the log for lost events
 REVALIDATE_SECONDS = 5.0  # how late a revoked token or a deactivated user loses its socket (issue 9: ≤ 10 s)
 RETRY_SECONDS = 1.0  # how soon a gap the event log could not fill is tried again
+MAX_PENDING_BYTES = 4 << 20  # written for a client and not yet taken by it: beyond this it is too slow
+OUTPUT_PENDING_BYTES = 256 << 10  # beyond this, output chunks are skipped rather than held
 
 
 def _bearer() -> str | None:
@@ -249,72 +251,79 @@ class SeqRelay:
         return min((since + self._gap_wait for since in self._gap_since.values()), default=None)
 
 
-def text_frame(text: str) -> bytes:
-    """An unmasked, uncompressed WebSocket text frame (a server's frames are never masked, and
-    permessage-deflate lets any message go uncompressed)."""
-    payload = text.encode()
-    size = len(payload)
-    if size < 126:
-        header = struct.pack("!BB", 0x81, size)
-    elif size < 1 << 16:
-        header = struct.pack("!BBH", 0x81, 126, size)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, size)
-    return header + payload
+class _Stream:
+    """One socket's events, taken from two threads. The bus's listener hands each batch to `direct`,
+    which relays and writes it at once without ever waiting: when the socket's lock is taken, or a
+    resync needs the database, the batch is queued instead. The socket's own thread does the rest:
+    the queue, gaps filled from the event log, quiet checks, and blocking writes of what a slow
+    client left pending (under the lock, so frames leave in the order they were relayed)."""
 
-
-def _frame(event: dict) -> bytes:
-    """The event's frame, made by the first socket that sends it and reused by every other: with
-    hundreds of monitors, encoding (and compressing) per socket was most of a process's time."""
-    frame = getattr(event, "frame", None)
-    if frame is None:
-        frame = text_frame(event_text(event))
-        if isinstance(event, WireEvent):
-            event.frame = frame
-    return frame
-
-
-class _Outbox:
-    """The frames a round of the relay produced, written in one go."""
-
-    def __init__(self, ws):
-        self._ws = ws
+    def __init__(self, ws, subscription: Subscription, filters: dict[str, str]):
+        self.ws = ws
+        self.sock: SerialSocket = ws.sock
+        self.subscription = subscription
+        self.filters = filters
+        self.lock = threading.Lock()
+        self.relay = SeqRelay(self._add, _fetch_after)
+        self.max_pending = MAX_PENDING_BYTES
+        self.too_slow = False
         self._frames: list[bytes] = []
 
-    def add(self, event: dict) -> None:
-        self._frames.append(_frame(event))
+    def _add(self, event: dict) -> None:
+        self._frames.append(frame_of(event))
 
-    def flush(self) -> bool:
-        """Write what is pending; False once the socket is gone."""
-        if not self._frames:
-            return self._ws.connected
-        data, self._frames = b"".join(self._frames), []
-        if not self._ws.connected:
+    def take(self, events: list[dict]) -> None:
+        for event in events:
+            if event["type"] == RESYNC:
+                _guarded(self.relay.resync)
+            elif _matches(event, self.filters):
+                self.relay.push(event)
+
+    def direct(self, events: list[dict]) -> bool:
+        """In the bus's thread: relay and write ``events`` now, or False to have them queued."""
+        if any(event["type"] == RESYNC for event in events) or not self.lock.acquire(blocking=False):
             return False
         try:
-            self._ws.sock.send(data)
-        except OSError:
+            if self.too_slow:
+                return True
+            if self.sock.pending > self.max_pending:  # these stay unrelayed: the client resumes before them
+                self.too_slow = True
+                self.subscription.wake()
+                return True
+            for event in events:
+                if event["type"] == OUTPUT and self.sock.pending > OUTPUT_PENDING_BYTES:
+                    self.subscription.output_skipped += 1  # its offsets show the gap; the endpoint has the bytes
+                elif _matches(event, self.filters):
+                    self.relay.push(event)
+            data, self._frames = b"".join(self._frames), []
+            if (data and not self.sock.try_send(data)) or self.relay.next_due() is not None:
+                self.subscription.wake()  # a write to finish, or a gap to fill on time
+            return True
+        except Exception:  # never into the bus's thread; the socket's own round looks again
+            log.exception("websocket relay failed")
+            self.subscription.wake()
+            return True
+        finally:
+            self.lock.release()
+
+    def round(self) -> bool:
+        """In the socket's thread: what was queued, due gaps, and a blocking write of everything
+        relayed or pending. False once the socket is gone."""
+        with self.lock:
+            self.take(self.subscription.get_many(timeout=0))
+            self.relay.flush_due()
+            return self.write()
+
+    def write(self) -> bool:
+        data, self._frames = b"".join(self._frames), []
+        if not self.ws.connected:
             return False
+        if data or self.sock.pending:
+            try:
+                self.sock.send(data)
+            except OSError:
+                return False
         return True
-
-
-class _SerialSocket:
-    """simple-websocket writes frames with one `socket.send` each, from this thread (events) and from its
-    own (pings, pongs, the close): a frame larger than the send buffer was written in part, and the
-    rest lost or interleaved with a ping (seen with 64 KiB branch_output events). Here every frame is
-    written whole, one at a time."""
-
-    def __init__(self, sock: socket.socket):
-        self._sock = sock
-        self._lock = threading.Lock()
-
-    def send(self, data: bytes) -> int:
-        with self._lock:
-            self._sock.sendall(data)
-        return len(data)
-
-    def __getattr__(self, name: str):
-        return getattr(self._sock, name)
 
 
 def _refuse(ws, code: int, message: str) -> None:
@@ -331,7 +340,7 @@ def _refuse(ws, code: int, message: str) -> None:
 
 @sock.route("/ws/executions", bp=bp)
 def executions_stream(ws):
-    ws.sock = _SerialSocket(ws.sock)
+    ws.sock = SerialSocket(ws.sock)
     try:
         filters = _filters()
         since, include_output = _since(filters), _include_output()
@@ -359,8 +368,7 @@ def executions_stream(ws):
         if not bus.wait_ready(SUBSCRIBE_WAIT_SECONDS):
             _refuse(ws, 1011, "events unavailable")
             return
-        outbox = _Outbox(ws)
-        relay = SeqRelay(outbox.add, _fetch_after)
+        stream = _Stream(ws, subscription, filters)
         try:
             start = _starting_point(filters.get("execution_serial"), since)
         except SQLAlchemyError:
@@ -375,14 +383,25 @@ def executions_stream(ws):
         ws.send(json.dumps({"type": "subscribed", "data": confirmed}))
         log.info("websocket subscribed user=%s filters=%s since=%s", claims.get("username"), filters, since)
         if start is not None:
-            relay.start_at(filters["execution_serial"], start)
+            stream.relay.start_at(filters["execution_serial"], start)
             if since is not None:
-                _guarded(relay.catch_up, filters["execution_serial"])
-        _relay(ws, subscription, relay, outbox, filters, claims)
+                _guarded(stream.relay.catch_up, filters["execution_serial"])
+        _relay(ws, stream, claims)
 
 
-def _relay(ws, subscription: Subscription, relay: SeqRelay, outbox: _Outbox, filters: dict[str, str],
-           claims: dict) -> None:
+def _relay(ws, stream: _Stream, claims: dict) -> None:
+    subscription = stream.subscription
+    if not stream.round():  # a resume's replay, and what came meanwhile, before anything newer
+        return
+    subscription.direct = stream.direct
+    try:
+        _serve(ws, stream, claims)
+    finally:
+        subscription.direct = None
+
+
+def _serve(ws, stream: _Stream, claims: dict) -> None:
+    subscription, relay = stream.subscription, stream.relay
     revalidate_at = time.monotonic() + REVALIDATE_SECONDS
     while ws.connected:
         now = time.monotonic()
@@ -397,21 +416,15 @@ def _relay(ws, subscription: Subscription, relay: SeqRelay, outbox: _Outbox, fil
                 _refuse(ws, POLICY_VIOLATION, refusal)
                 return
             revalidate_at = now + REVALIDATE_SECONDS
-        if not outbox.flush():
+        if subscription.overflowed or stream.too_slow:
+            _too_slow(ws, stream, claims)
             return
-        if subscription.overflowed:
-            _too_slow(ws, relay, claims)
-            return
-        relay.check_quiet(QUIET_CATCHUP_SECONDS)
-        due = relay.next_due()
+        with stream.lock:
+            relay.check_quiet(QUIET_CATCHUP_SECONDS)
+            due = relay.next_due()
         wait = IDLE_POLL_SECONDS if due is None else max(0.0, min(IDLE_POLL_SECONDS, due - now))
-        for event in subscription.get_many(timeout=wait):
-            if event["type"] == RESYNC:
-                _guarded(relay.resync)
-            elif _matches(event, filters):
-                relay.push(event)
-        relay.flush_due()
-        if not outbox.flush():
+        subscription.wait(wait)
+        if not stream.round():
             return
         try:
             ws.receive(timeout=0)  # notices a client close; client messages are otherwise ignored
@@ -450,9 +463,13 @@ def _guarded(catch_up: Callable[..., None], *args: str) -> None:
         log.warning("websocket could not read the event log; retrying", exc_info=True)
 
 
-def _too_slow(ws, relay: SeqRelay, claims: dict) -> None:
+def _too_slow(ws, stream: _Stream, claims: dict) -> None:
     """The client reads slower than events come: close with 1013, telling it where to resume."""
-    positions = relay.positions()
+    stream.subscription.direct = None
+    with stream.lock:
+        positions = stream.relay.positions()
+        if not stream.write():  # everything up to those positions goes first
+            return
     log.warning("websocket too slow user=%s; closed at %s", claims.get("username"), positions)
     try:
         ws.send(json.dumps({"type": "resume", "data": {"since": positions}}))

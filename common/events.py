@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -54,25 +55,47 @@ class Subscription:
         self.overflowed = False
         self.output_skipped = 0
         self.output_backlog = OUTPUT_BACKLOG
+        self._woken = False
+        # Set by a listener that can take a batch at once in the bus's thread (the WebSocket relay):
+        # returns False when it cannot now, and the batch is queued instead.
+        self.direct: Callable[[list[dict[str, Any]]], bool] | None = None
 
     def offer(self, events: list[dict[str, Any]]) -> None:
-        """Queue a batch (called by the bus): output beyond the backlog is skipped, anything beyond
-        the bound overflows the subscription."""
+        """Take a batch (called by the bus): handed to `direct` when it is set and nothing waits in
+        the queue before it, else queued. Output beyond the backlog is skipped, anything beyond the
+        bound overflows the subscription."""
         if self.overflowed:
+            return
+        if not self.include_output:
+            events = [event for event in events if event.get("type") != OUTPUT]
+            if not events:
+                return
+        direct = self.direct
+        if direct is not None and not self._items and direct(events):
             return
         with self._ready:
             for event in events:
-                if event.get("type") == OUTPUT:
-                    if not self.include_output:
-                        continue
-                    if len(self._items) >= self.output_backlog:
-                        self.output_skipped += 1  # its offsets show the gap; the output endpoint has the bytes
-                        continue
+                if event.get("type") == OUTPUT and len(self._items) >= self.output_backlog:
+                    self.output_skipped += 1  # its offsets show the gap; the output endpoint has the bytes
+                    continue
                 if len(self._items) >= self.maxsize:
                     self.overflowed = True
                     break
                 self._items.append(event)
             self._ready.notify()
+
+    def wake(self) -> None:
+        """End the listener's current `wait` (it has work that came another way)."""
+        with self._ready:
+            self._woken = True
+            self._ready.notify()
+
+    def wait(self, timeout: float | None) -> None:
+        """Until something is queued, `wake` is called, or ``timeout``."""
+        with self._ready:
+            if not self._items and not self._woken:
+                self._ready.wait(timeout)
+            self._woken = False
 
     def get(self, timeout: float | None = None) -> dict[str, Any] | None:
         events = self.get_many(timeout, limit=1)

@@ -258,11 +258,11 @@ LAUNCHER = """
 import os, socket, sys
 from api import ws
 relay = ws._relay
-def _relay(sock, subscription, *args):
+def _relay(sock, stream, *args):
     if ws.request.args.get("test_small_queue"):
-        subscription.maxsize = int(os.environ["OPSC_TEST_QUEUE"])
+        stream.subscription.maxsize = stream.max_pending = int(os.environ["OPSC_TEST_QUEUE"])
         sock.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, int(os.environ["OPSC_TEST_SNDBUF"]))
-    return relay(sock, subscription, *args)
+    return relay(sock, stream, *args)
 ws._relay = _relay
 from gunicorn.app.wsgiapp import run
 sys.argv[0] = "gunicorn"
@@ -283,8 +283,8 @@ def small_queue_web(stack) -> str:
 
 
 def test_a_client_too_slow_for_its_queue_is_told_where_to_resume_and_closed_with_1013(stack, small_queue_web):
-    """A client that does not read: the server's send blocks once the socket buffers are full and the
-    subscription's queue (4 events here) overflows. When the client reads again it gets every event
+    """A client that does not read: once the socket buffers are full the server's writes stay pending,
+    and past the socket's limit (4 bytes here) it is too slow. When the client reads again it gets every event
     up to seq N, then {"type": "resume", "data": {"since": {serial: N}}} and a 1013 close naming N;
     resuming with since=N gives the rest: exactly the rows, each once."""
     job, gate, _ = stack.gated_job(40)
