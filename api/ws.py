@@ -267,10 +267,25 @@ class _Stream:
         self.relay = SeqRelay(self._add, _fetch_after)
         self.max_pending = MAX_PENDING_BYTES
         self.too_slow = False
+        self.closing = False  # the socket's thread says its last (a resume, a close): the bus's thread writes no more
         self._frames: list[bytes] = []
+        self._frame_bytes = 0
 
     def _add(self, event: dict) -> None:
-        self._frames.append(frame_of(event))
+        frame = frame_of(event)
+        self._frames.append(frame)
+        self._frame_bytes += len(frame)
+
+    def _take_frames(self) -> bytes:
+        data, self._frames, self._frame_bytes = b"".join(self._frames), [], 0
+        return data
+
+    def stop(self) -> None:
+        """Before the socket's last words: a `direct` call the bus's thread began before `direct` was
+        cleared would otherwise write events after a resume (or a close) that says they were not sent."""
+        self.subscription.direct = None
+        with self.lock:
+            self.closing = True
 
     def take(self, events: list[dict]) -> None:
         for event in events:
@@ -284,19 +299,25 @@ class _Stream:
         if any(event["type"] == RESYNC for event in events) or not self.lock.acquire(blocking=False):
             return False
         try:
-            if self.too_slow:
+            if self.too_slow or self.closing or not self.ws.connected:
                 return True
             if self.sock.pending > self.max_pending:  # these stay unrelayed: the client resumes before them
                 self.too_slow = True
                 self.subscription.wake()
                 return True
             for event in events:
-                if event["type"] == OUTPUT and self.sock.pending > OUTPUT_PENDING_BYTES:
-                    self.subscription.output_skipped += 1  # its offsets show the gap; the endpoint has the bytes
-                elif _matches(event, self.filters):
+                if event["type"] == OUTPUT and self.sock.pending + self._frame_bytes > OUTPUT_PENDING_BYTES:
+                    if self._frame_bytes:  # this batch's frames count too: a burst of output is one batch
+                        self.sock.try_send(self._take_frames())
+                    if self.sock.pending > OUTPUT_PENDING_BYTES:
+                        self.subscription.output_skipped += 1  # its offsets show the gap; the endpoint has the bytes
+                        continue
+                if _matches(event, self.filters):
                     self.relay.push(event)
-            data, self._frames = b"".join(self._frames), []
-            if (data and not self.sock.try_send(data)) or self.relay.next_due() is not None:
+            data = self._take_frames()
+            if data:
+                self.sock.try_send(data)
+            if self.sock.pending or self.relay.next_due() is not None:
                 self.subscription.wake()  # a write to finish, or a gap to fill on time
             return True
         except Exception:  # never into the bus's thread; the socket's own round looks again
@@ -315,7 +336,7 @@ class _Stream:
             return self.write()
 
     def write(self) -> bool:
-        data, self._frames = b"".join(self._frames), []
+        data = self._take_frames()
         if not self.ws.connected:
             return False
         if data or self.sock.pending:
@@ -397,7 +418,7 @@ def _relay(ws, stream: _Stream, claims: dict) -> None:
     try:
         _serve(ws, stream, claims)
     finally:
-        subscription.direct = None
+        stream.stop()
 
 
 def _serve(ws, stream: _Stream, claims: dict) -> None:
@@ -413,6 +434,7 @@ def _serve(ws, stream: _Stream, claims: dict) -> None:
                 refusal = None
             if refusal is not None:
                 log.info("websocket closed user=%s reason=%s", claims.get("username"), refusal)
+                stream.stop()
                 _refuse(ws, POLICY_VIOLATION, refusal)
                 return
             revalidate_at = now + REVALIDATE_SECONDS
@@ -465,7 +487,7 @@ def _guarded(catch_up: Callable[..., None], *args: str) -> None:
 
 def _too_slow(ws, stream: _Stream, claims: dict) -> None:
     """The client reads slower than events come: close with 1013, telling it where to resume."""
-    stream.subscription.direct = None
+    stream.stop()
     with stream.lock:
         positions = stream.relay.positions()
         if not stream.write():  # everything up to those positions goes first

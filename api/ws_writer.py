@@ -93,7 +93,7 @@ class SerialSocket:
                 return self._sock.send(data)
         except (BlockingIOError, InterruptedError):
             pass
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a TLS socket takes no flags; its thread's send writes all
             pass  # the socket is gone: its thread finds out on its next blocking send
         return 0
 

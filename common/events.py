@@ -244,16 +244,21 @@ class RedisEventBus:
         """What Redis has sent (waiting up to a second for the first message), up to BATCH events."""
         batch: list[dict[str, Any]] = []
         message = pubsub.get_message(timeout=1.0)
-        while message is not None and len(batch) < self.BATCH:
+        while message is not None:
             if message["type"] == "subscribe":
                 self._ready.set()  # confirmed by Redis: from here on nothing published is missed
                 batch.append({"type": RESYNC, "data": {}})  # but before it, something may have been
             elif message["type"] == "message":
                 try:
                     text = message["data"].decode()
-                    batch.append(WireEvent(json.loads(text), text))
-                except (ValueError, TypeError):
+                    event = json.loads(text)
+                    if not isinstance(event.get("type"), str) or not isinstance(event.get("data"), dict):
+                        raise ValueError("not an event")  # listeners read both, in the bus's thread too
+                    batch.append(WireEvent(event, text))
+                except (ValueError, TypeError, AttributeError):
                     log.warning("dropping malformed event")
+            if len(batch) >= self.BATCH:
+                break  # before reading another: a message read is a message delivered
             message = pubsub.get_message(timeout=0)
         return batch
 
