@@ -29,6 +29,7 @@ STREAMS = ("stdout", "stderr")
 RUNNING_TTL = 24 * 3600  # seconds, renewed by every chunk: what a dead worker left goes away by itself
 FINISHED_TTL = 120  # seconds a stream is kept after its branch's result was committed
 PAUSE_SECONDS = 5.0  # after a failed write, live output waits this long before it tries Redis again
+Chunk = tuple[str, str, int, bytes]  # branch serial, stream, offset, data
 
 
 class OutputStore(Protocol):
@@ -39,6 +40,9 @@ class OutputStore(Protocol):
 
     def append(self, branch_serial: str, stream: str, offset: int, data: bytes) -> None:
         """Add the chunk starting at byte `offset` (chunks of a stream come in order). Never raises."""
+
+    def append_many(self, chunks: list[Chunk]) -> None:
+        """`append` each, in one write. Never raises."""
 
     def finish(self, branch_serial: str) -> None:
         """The branch's result is committed: keep its streams FINISHED_TTL seconds more."""
@@ -63,8 +67,12 @@ class LocalOutputStore:
         return True
 
     def append(self, branch_serial: str, stream: str, offset: int, data: bytes) -> None:
+        self.append_many([(branch_serial, stream, offset, data)])
+
+    def append_many(self, chunks: list[Chunk]) -> None:
         with self._lock:
-            self._streams.setdefault((branch_serial, stream), OutputCollector(self._cap)).feed(data)
+            for branch_serial, stream, _, data in chunks:
+                self._streams.setdefault((branch_serial, stream), OutputCollector(self._cap)).feed(data)
 
     def finish(self, branch_serial: str) -> None:
         now = time.monotonic()
@@ -100,7 +108,8 @@ class _Written:
 class RedisOutputStore:
     """Three keys per stream: the head (a string APPENDed up to half the cap), the tail (a list of
     chunks, trimmed from the left while the rest still covers half the cap) and the total. Each chunk
-    is one MULTI, so a reader (GET, LRANGE, GET in one MULTI too) never sees half a chunk."""
+    is written in one MULTI (with the other chunks written at the same time), so a reader (GET,
+    LRANGE, GET in one MULTI too) never sees half a chunk."""
 
     def __init__(self, url: str, cap: int) -> None:
         import redis
@@ -125,23 +134,43 @@ class RedisOutputStore:
         return time.monotonic() >= self._paused_until
 
     def append(self, branch_serial: str, stream: str, offset: int, data: bytes) -> None:
-        with self._lock:
-            written = self._written.setdefault((branch_serial, stream), _Written())
-            if written.broken or not self.available():
-                written.broken = True
-                return
-            room = max(self._head_cap - written.head, 0)
-            head, rest = data[:room], data[room:]
-            written.head += len(head)
-            drop = 0
-            if rest:
-                written.chunks.append(len(rest))
-                written.tail += len(rest)
-                while written.chunks and written.tail - written.chunks[0] >= self._tail_cap:
-                    written.tail -= written.chunks.popleft()
-                    drop += 1
-        head_key, tail_key, total_key = self._keys(branch_serial, stream)
+        self.append_many([(branch_serial, stream, offset, data)])
+
+    def append_many(self, chunks: list[Chunk]) -> None:
         pipe = self._redis.pipeline(transaction=True)
+        used: list[_Written] = []
+        with self._lock:
+            for branch_serial, stream, offset, data in chunks:
+                written = self._written.setdefault((branch_serial, stream), _Written())
+                if written.broken or not self.available():
+                    written.broken = True
+                    continue
+                self._add(pipe, written, branch_serial, stream, offset, data)
+                used.append(written)
+        if not used:
+            return
+        try:
+            pipe.execute()
+        except Exception:  # live output is a convenience: the branch and its stored result go on
+            with self._lock:
+                for written in used:
+                    written.broken = True
+                self._paused_until = time.monotonic() + PAUSE_SECONDS
+            log.warning("live output not stored for %d chunks; pausing live output for %.0f s", len(used),
+                        PAUSE_SECONDS, exc_info=True)
+
+    def _add(self, pipe, written: _Written, branch_serial: str, stream: str, offset: int, data: bytes) -> None:
+        room = max(self._head_cap - written.head, 0)
+        head, rest = data[:room], data[room:]
+        written.head += len(head)
+        drop = 0
+        if rest:
+            written.chunks.append(len(rest))
+            written.tail += len(rest)
+            while written.chunks and written.tail - written.chunks[0] >= self._tail_cap:
+                written.tail -= written.chunks.popleft()
+                drop += 1
+        head_key, tail_key, total_key = self._keys(branch_serial, stream)
         if head:
             pipe.append(head_key, head)
         if rest:
@@ -151,14 +180,6 @@ class RedisOutputStore:
         pipe.set(total_key, offset + len(data), ex=RUNNING_TTL)
         pipe.expire(head_key, RUNNING_TTL)
         pipe.expire(tail_key, RUNNING_TTL)
-        try:
-            pipe.execute()
-        except Exception:  # live output is a convenience: the branch and its stored result go on
-            with self._lock:
-                written.broken = True
-                self._paused_until = time.monotonic() + PAUSE_SECONDS
-            log.warning("live output not stored branch=%s stream=%s offset=%d; pausing live output for %.0f s",
-                        branch_serial, stream, offset, PAUSE_SECONDS, exc_info=True)
 
     def finish(self, branch_serial: str) -> None:
         with self._lock:

@@ -5,10 +5,11 @@ read loop to the step that records it: the tap masks secrets first (common/maski
 after it ever sees one, then keeps the head and tail the branch's stored result is made of, and
 coalesces the bytes into `branch_output` events: a chunk goes out when 64 KiB are waiting (from the
 reading thread) or 100 ms after its first byte arrived (from the process's one `Flusher` thread,
-since a command that prints a line and then works for an hour must not sit on it). Each chunk is
-written to the OutputStore before its event is published, so a client that reads the output
-endpoint at an event's offset finds the bytes. The events are hints like every event, and are not
-numbered: a client resumes from the last offset it saw, through the endpoint."""
+since a command that prints a line and then works for an hour must not sit on it), handed to the
+process's one `Sender` thread. Each chunk is written to the OutputStore before its event is
+published, so a client that reads the output endpoint at an event's offset finds the bytes. The
+events are hints like every event, and are not numbered: a client resumes from the last offset it
+saw, through the endpoint."""
 from __future__ import annotations
 
 import heapq
@@ -18,10 +19,10 @@ import threading
 import time
 from collections.abc import Iterable
 
-from common.events import EventBus, publish_events
+from common.events import Event, EventBus, publish_events
 from common.live_output import OutputStore
 from common.masking import StreamMasker
-from common.output import OutputCollector, decode_output, utf8_complete_length
+from common.output import OutputCollector, utf8_complete_length
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,78 @@ class Flusher:
         with self._cond:
             self._stopped = True
             self._cond.notify()
+
+
+class Sender:
+    """One thread per worker process that writes live output to the store, then publishes its events.
+    A branch's reading thread hands a chunk over and reads on; the sender writes what waits, from
+    every stream, in one store write and one publish: a 100-host flood was a Redis MULTI and a
+    PUBLISH per 64 KiB from 100 threads. What waits is bounded: past MAX_WAITING bytes a reading
+    thread waits its turn (the command's output then waits in SSH's window, as it did on Redis)."""
+
+    MAX_WAITING = 8 << 20
+    CLOSE_WAIT_SECONDS = 30.0  # a branch's end waits this long at most for its last chunks
+
+    def __init__(self, store: OutputStore, events: EventBus) -> None:
+        self._store = store
+        self._events = events
+        self._cond = threading.Condition()
+        self._waiting: list[tuple[BranchOutput, str, int, bytes]] = []
+        self._bytes = 0
+        self._queued = 0  # chunks handed over so far
+        self._sent = 0  # chunks written and published (or given up on) so far
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def put(self, owner: BranchOutput, stream: str, offset: int, chunk: bytes) -> int:
+        """Hand a chunk over; returns its number, for `wait_sent`."""
+        with self._cond:
+            while self._bytes > self.MAX_WAITING and not self._stopped:
+                self._cond.wait()
+            self._waiting.append((owner, stream, offset, chunk))
+            self._bytes += len(chunk)
+            self._queued += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="output-sender", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+            return self._queued
+
+    def wait_sent(self, number: int) -> None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._sent >= number or self._stopped, self.CLOSE_WAIT_SECONDS):
+                log.warning("live output still unsent after %.0f s; the branch ends without it",
+                            self.CLOSE_WAIT_SECONDS)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._waiting or self._stopped)
+                if self._stopped:
+                    return
+                batch, self._waiting = self._waiting, []
+            try:
+                self._send(batch)
+            except Exception:  # a bug here must not stop every other branch's output
+                log.exception("live output send failed")
+            with self._cond:
+                self._bytes -= sum(len(chunk) for *_, chunk in batch)
+                self._sent += len(batch)
+                self._cond.notify_all()
+
+    def _send(self, batch: list[tuple[BranchOutput, str, int, bytes]]) -> None:
+        runs: dict[tuple[str, str], list[tuple[int, bytes]]] = {}  # a stream's chunks are consecutive
+        for owner, stream, offset, chunk in batch:
+            runs.setdefault((owner.branch_serial, stream), []).append((offset, chunk))
+        self._store.append_many([(serial, stream, chunks[0][0], b"".join(c for _, c in chunks))
+                                 for (serial, stream), chunks in runs.items()])
+        if self._store.available():  # Redis is away: its events would wait on it too; results are stored anyway
+            publish_events(self._events, [owner.event(stream, offset, chunk) for owner, stream, offset, chunk in batch])
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
 
 
 class StreamTap:
@@ -156,6 +229,7 @@ class BranchOutput:
                      "branch_serial": branch_serial}
         self.stdout = StreamTap(self, "stdout", live.cap)
         self.stderr = StreamTap(self, "stderr", live.cap)
+        self._last = 0  # the number of its last chunk handed to the sender
 
     def hide(self, secrets: Iterable[str]) -> None:
         """Values neither stream may show (the target's password, secret parameters)."""
@@ -164,17 +238,18 @@ class BranchOutput:
         self.stderr.hide(secrets)
 
     def send(self, stream: str, offset: int, chunk: bytes) -> None:
-        store = self._live.store
-        store.append(self.branch_serial, stream, offset, chunk)
-        if not store.available():  # Redis is away: its events would wait on it too; the result is stored anyway
-            return
-        publish_events(self._live.events, [("branch_output", {**self._ids, "stream": stream, "offset": offset,
-                                                              "data": decode_output(chunk)})])
+        self._last = self._live.sender.put(self, stream, offset, chunk)
+
+    def event(self, stream: str, offset: int, chunk: bytes) -> Event:
+        return "branch_output", {**self._ids, "stream": stream, "offset": offset, "data": chunk}  # bytes: see the bus
 
     def close(self) -> None:
+        """Send the last bytes and wait until they are out: the branch's end is published after them."""
         for tap in (self.stdout, self.stderr):
             tap.finish()
             tap.flush_due()
+        if self._last:
+            self._live.sender.wait_sent(self._last)
 
     def finished(self) -> None:
         self._live.store.finish(self.branch_serial)
@@ -188,10 +263,12 @@ class LiveOutput:
         self.events = events
         self.cap = cap
         self.flusher = Flusher()
+        self.sender = Sender(store, events)
 
     def open(self, branch_serial: str, execution_serial: str) -> BranchOutput:
         return BranchOutput(self, branch_serial, execution_serial)
 
     def close(self) -> None:
         self.flusher.stop()
+        self.sender.stop()
         self.store.close()
