@@ -4,7 +4,7 @@ the live output), beside the same command over plain parallel OpenSSH and a bare
 pool reading all of it, in the same run; and the peak memory (RSS) of the worker and web processes
 while it ran.
 
-    .venv/bin/python -m benchmarks.output --hosts 100 --mb 10
+    .venv/bin/python -m benchmarks.output --hosts 100 --mb 10 [--workers 2]
 """
 from __future__ import annotations
 
@@ -116,6 +116,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hosts", type=int, default=100)
     parser.add_argument("--mb", type=int, default=10, help="MB each host prints")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (honcho -c worker=N)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ensure_test_user()
@@ -125,7 +126,8 @@ def main() -> None:
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         key_path = private_key_file(tmp, key.private_key)
         port = start_targets(stack, hosts, key.public_line)
-        app = stack.enter_context(Stack(env={"WORKER_CONCURRENCY": str(max(64, args.hosts))}))
+        app = stack.enter_context(Stack(env={"WORKER_CONCURRENCY": str(max(64, args.hosts // args.workers))},
+                                        workers=args.workers))
         ids = ssh_targets(app, hosts, port, key.private_key)
         job = app.post("/api/jobs", {"name": "output", "target_ids": ids, "actions": [
             {"action_type": "command", "action_name": "print", "action_parameters": {"command": command}}]})
@@ -136,7 +138,8 @@ def main() -> None:
         openssh_s = plain_openssh(hosts, port, str(key_path), command)
         paramiko_s = bare_paramiko(hosts, port, str(key_path), command)
         total_mb = args.hosts * args.mb
-        print(f"\n{args.hosts} hosts x {args.mb} MB of output ({total_mb} MB), one monitor with include=output "
+        print(f"\n{args.hosts} hosts x {args.mb} MB of output ({total_mb} MB), {args.workers} worker process(es), "
+              f"one monitor with include=output "
               f"(saw {seen / 1e6:.0f} MB live)")
         print(f"  OpsConductor (POST execute -> execution_completed): {elapsed:7.2f} s")
         print(f"  plain parallel OpenSSH (output to /dev/null):        {openssh_s:7.2f} s")
