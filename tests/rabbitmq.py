@@ -33,7 +33,7 @@ def scratch_vhost(prefix: str = "opsc_test") -> Iterator[str]:
     (with every queue and message in the host)."""
     assert answers(), f"RabbitMQ is not listening on {HOST}:{PORT} (.ci/run starts it)"
     name = f"{prefix}_{secrets.token_hex(4)}"
-    password = secrets.token_urlsafe(18)
+    password = "p" + secrets.token_urlsafe(18)  # never "-…", which rabbitmqctl would take for an option
     rabbitmqctl("add_vhost", name)
     try:
         rabbitmqctl("add_user", name, password)
