@@ -223,6 +223,7 @@ class RedisEventBus:
     reconnecting with capped backoff) and fans out to its local subscriptions."""
 
     BATCH = 500  # events handed to the subscriptions at once
+    READ_SECONDS = 5.0  # a message Redis has begun to send is read whole unless Redis stalls this long
 
     def __init__(self, url: str, channel: str = CHANNEL):
         import redis
@@ -284,7 +285,7 @@ class RedisEventBus:
     def _read_batch(self, pubsub) -> list[dict[str, Any]]:
         """What Redis has sent (waiting up to a second for the first message), up to BATCH events."""
         batch: list[dict[str, Any]] = []
-        message = pubsub.get_message(timeout=1.0)
+        message = self._next_message(pubsub, 1.0)
         while message is not None:
             if message["type"] == "subscribe":
                 self._ready.set()  # confirmed by Redis: from here on nothing published is missed
@@ -299,8 +300,18 @@ class RedisEventBus:
                         batch.append(event)
             if len(batch) >= self.BATCH:
                 break  # before reading another: a message read is a message delivered
-            message = pubsub.get_message(timeout=0)
+            message = self._next_message(pubsub, 0)
         return batch
+
+    def _next_message(self, pubsub, wait: float) -> dict[str, Any] | None:
+        """The next message if one begins within `wait` seconds, read whole once begun. redis-py (8.1)
+        applies get_message's timeout to every read of a message: with 0 it gave up on a 64 KiB one
+        Redis had sent only part of yet (busy a moment, or a flood outrunning us) and reconnected,
+        and every message in flight was lost, in the middle of a branch's output."""
+        if not pubsub.connection.can_read(timeout=wait):
+            pubsub.check_health()  # idle: a PING now and then finds a connection that died silently
+            return None
+        return pubsub.get_message(timeout=self.READ_SECONDS)
 
     def close(self) -> None:
         self._stop.set()

@@ -28,6 +28,7 @@ from api import ws as ws_module
 from api.ws import OUTPUT_PENDING_BYTES, _Stream, _too_slow
 from api.ws_writer import SerialSocket, frame_of, text_frame
 from common.events import OUTPUT, RESYNC, LocalEventBus, RedisEventBus, Subscription, WireEvent
+from tests.faults.harness import RedisServer
 
 SERIAL = "J20260001.0001"
 DEADLINE = 10.0
@@ -479,3 +480,75 @@ def test_a_message_that_is_not_an_event_is_dropped_by_the_listener(redis_bus, re
         redis_bus.publish_many([("branch_completed", {"execution_serial": SERIAL, "seq": 1})])
         received = _collect(subscription, 1)
         assert [e.get("type") for e in received] == ["branch_completed"]
+
+
+STALL_SCRIPT = """local function now() local t = redis.call('TIME') return t[1] * 1000000 + t[2] end
+local stop = now() + tonumber(ARGV[1])
+while now() < stop do end
+return 1"""
+
+
+def test_a_message_redis_has_sent_only_part_of_is_read_whole_when_redis_stalls(tmp_path, processes):
+    """The listener catches up with Redis in the middle of a 64 KiB output message while Redis is busy
+    (a script here; a big MULTI or a descheduled process in a flood): it waits for the rest. A
+    non-blocking read gave up on it, redis-py reconnected, and every message in flight was lost."""
+    server = RedisServer(tmp_path, processes)
+    server.start()
+    admin = redis.Redis.from_url(server.url)
+    bus = RedisEventBus(server.url)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(events: list[dict]) -> bool:  # the listener's thread stops reading here, as a busy process's does
+        entered.set()
+        release.wait(DEADLINE)
+        subscription.direct = None
+        return False
+
+    chunk, offsets = b"x" * 65536, []
+    try:
+        subscription = bus.subscribe(include_output=True)
+        subscription.output_backlog = 10**6
+        assert bus.wait_ready(DEADLINE)
+        assert [e["type"] for e in subscription.get_many(timeout=DEADLINE)] == [RESYNC]
+        subscription.direct = hold
+        bus.publish_many([("branch_completed", {"execution_serial": SERIAL, "seq": 1})])
+        assert entered.wait(DEADLINE)
+
+        def held_by_redis() -> int:
+            return max(int(c["omem"]) for c in admin.client_list() if int(c["sub"]))
+
+        while held_by_redis() < (1 << 20) and len(offsets) < 2000:  # the kernel's buffers full, Redis holding more
+            offsets += range(len(offsets) * len(chunk), (len(offsets) + 16) * len(chunk), len(chunk))
+            bus.publish_many([("branch_output", {"execution_serial": SERIAL, "stream": "stdout", "offset": offset,
+                                                 "data": chunk}) for offset in offsets[-16:]])
+        assert held_by_redis() >= 1 << 20
+
+        stall = threading.Thread(target=admin.eval, args=(STALL_SCRIPT, 0, 3_000_000))  # below READ_SECONDS
+        stall.start()
+        probe = redis.Redis.from_url(server.url, socket_timeout=0.2, retry=None)
+
+        def stalled() -> bool:
+            try:
+                probe.ping()
+                return False
+            except redis.TimeoutError:
+                return True
+            finally:
+                probe.close()
+
+        assert _wait_for(stalled, 2.0), "the script never held Redis"
+        release.set()
+        received: list[dict] = []
+
+        def arrived() -> bool:
+            received.extend(subscription.get_many(timeout=0.05))
+            return sum(e["type"] != RESYNC for e in received) > len(offsets)
+
+        _wait_for(arrived)
+        stall.join(DEADLINE)
+        assert [e["type"] for e in received] == ["branch_completed"] + [OUTPUT] * len(offsets)  # no RESYNC either
+        assert [e["data"]["offset"] for e in received[1:]] == offsets
+    finally:
+        release.set()
+        bus.close()
+        admin.close()
