@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -223,6 +224,7 @@ class RedisEventBus:
     reconnecting with capped backoff) and fans out to its local subscriptions."""
 
     BATCH = 500  # events handed to the subscriptions at once
+    IDLE_SECONDS = 0.25  # how long the listener waits for a message before it looks who asks for output
     READ_SECONDS = 5.0  # a message Redis has begun to send is read whole unless Redis stalls this long
 
     def __init__(self, url: str, channel: str = CHANNEL):
@@ -232,18 +234,22 @@ class RedisEventBus:
                                            health_check_interval=30)
         # pub/sub ignores database numbers: scope the channel to ours so stacks sharing a server stay apart
         self._channel = f"{channel}:{self._redis.connection_pool.connection_kwargs.get('db', 0)}"
+        # output on a channel of its own, joined only while a subscription here asks for it: a flood
+        # read by processes that have no use for it got them disconnected at Redis's pub/sub limit
+        self._output_channel = f"{self._channel}:output"
         self._hub = _Hub()
         self._listener: threading.Thread | None = None
         self._listener_lock = threading.Lock()
         self._stop = threading.Event()
         self._ready = threading.Event()
+        self._output_ready = threading.Event()
 
     def publish_many(self, events: list[Event]) -> None:
         """In order, in one round trip (a group commit's worth of branches at once)."""
         try:
             pipe = self._redis.pipeline(transaction=False)
             for event_type, data in events:
-                pipe.publish(self._channel, _wire(event_type, data))
+                pipe.publish(self._output_channel if event_type == OUTPUT else self._channel, _wire(event_type, data))
             pipe.execute()
         except Exception:
             log.warning("event publish failed for %d events", len(events), exc_info=True)
@@ -254,7 +260,10 @@ class RedisEventBus:
         return sub
 
     def wait_ready(self, timeout: float) -> bool:
-        return self._ready.wait(timeout)
+        deadline = time.monotonic() + timeout
+        if not self._ready.wait(timeout):
+            return False
+        return not self._hub.wants_output() or self._output_ready.wait(max(0.0, deadline - time.monotonic()))
 
     def _ensure_listener(self) -> None:
         with self._listener_lock:
@@ -266,13 +275,22 @@ class RedisEventBus:
         backoff = 0.1
         while not self._stop.is_set():
             pubsub = self._redis.pubsub()
+            joined = False  # the output channel
             try:
                 pubsub.subscribe(self._channel)
                 backoff = 0.1
                 while not self._stop.is_set():
+                    if joined != self._hub.wants_output():
+                        joined = not joined
+                        if joined:
+                            pubsub.subscribe(self._output_channel)
+                        else:
+                            self._output_ready.clear()
+                            pubsub.unsubscribe(self._output_channel)
                     self._hub.deliver(self._read_batch(pubsub))
             except Exception:
                 self._ready.clear()
+                self._output_ready.clear()
                 log.warning("event listener lost Redis; reconnecting in %.1fs", backoff, exc_info=True)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -283,11 +301,13 @@ class RedisEventBus:
                     pass
 
     def _read_batch(self, pubsub) -> list[dict[str, Any]]:
-        """What Redis has sent (waiting up to a second for the first message), up to BATCH events."""
+        """What Redis has sent (waiting up to IDLE_SECONDS for the first message), up to BATCH events."""
         batch: list[dict[str, Any]] = []
-        message = self._next_message(pubsub, 1.0)
+        message = self._next_message(pubsub, self.IDLE_SECONDS)
         while message is not None:
-            if message["type"] == "subscribe":
+            if message["type"] == "subscribe" and message["channel"] == self._output_channel.encode():
+                self._output_ready.set()
+            elif message["type"] == "subscribe":
                 self._ready.set()  # confirmed by Redis: from here on nothing published is missed
                 batch.append({"type": RESYNC, "data": {}})  # but before it, something may have been
             elif message["type"] == "message":
