@@ -11,8 +11,9 @@ Redis (the embedded default) the one in-process worker takes every queue."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import Protocol
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from common.config import Settings
 
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = "opsconductor:queue-workers:"
 INDEX_KEY = "opsconductor:queues-announced"
 EMBEDDED_WORKER = "embedded"
+PAUSE_SECONDS = 5.0  # after a failed read, reads report "unknown" this long without asking Redis
 
 # KEYS: the index, then one set per queue; ARGV: worker, seconds the announcement lasts, then the queues' names
 _ANNOUNCE = """
@@ -98,6 +100,7 @@ class RedisQueuePresence:
         self._redis = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1,
                                            retry=Retry(NoBackoff(), 0), decode_responses=True)
         self._ttl = max(1.0, ttl)
+        self._paused_until = 0.0
         self._announce = self._redis.register_script(_ANNOUNCE)
         self._leave = self._redis.register_script(_LEAVE)
         self._announced = self._redis.register_script(_ANNOUNCED)
@@ -117,20 +120,26 @@ class RedisQueuePresence:
         names = sorted(set(queues))
         if not names:
             return {}
-        try:
-            live = self._live(keys=[KEY_PREFIX + q for q in names])
-        except Exception as exc:  # a read reports what it knows; Redis away is "unknown", never an error
-            log.warning("queue presence unavailable (%s)", type(exc).__name__)
-            return None
-        return {q: sorted(ws) for q, ws in zip(names, live, strict=True)}
+        live = self._read(lambda: self._live(keys=[KEY_PREFIX + q for q in names]))
+        return None if live is None else {q: sorted(ws) for q, ws in zip(names, live, strict=True)}
 
     def announced_queues(self) -> list[str]:
         """Every queue whose latest announcement has not expired, and that was not left by all who announced it."""
+        return sorted(self._read(lambda: self._announced(keys=[INDEX_KEY])) or [])
+
+    def _read(self, script: Callable[[], Any]) -> Any:
+        """A read reports what it knows: Redis away is "unknown" (None), never an error. After a failure
+        reads are not tried for PAUSE_SECONDS, so that a Redis that hangs costs one request a second's
+        wait, not every target read."""
+        if time.monotonic() < self._paused_until:
+            return None
         try:
-            return sorted(self._announced(keys=[INDEX_KEY]))
+            return script()
         except Exception as exc:
-            log.warning("queue presence unavailable (%s)", type(exc).__name__)
-            return []
+            self._paused_until = time.monotonic() + PAUSE_SECONDS
+            log.warning("queue presence unavailable (%s); not asked again for %.0f s", type(exc).__name__,
+                        PAUSE_SECONDS)
+            return None
 
     def close(self) -> None:
         self._redis.close()

@@ -2,6 +2,7 @@
 worker's announcer following its queues, and "unknown" (never an error) when Redis does not answer."""
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 
@@ -61,6 +62,25 @@ def test_redis_not_answering_is_unknown_not_an_error():
         assert time.monotonic() - start < 3
     finally:
         presence.close()
+
+
+def test_a_redis_that_hangs_costs_one_read_a_seconds_wait_not_every_read():
+    """A listener that never answers (the link to Redis cut, Redis stopped): the first read waits out its
+    1 s timeout and says "unknown"; the reads after it, for PAUSE_SECONDS, say so at once."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # connections queue in its backlog, unanswered
+        presence = RedisQueuePresence(f"redis://127.0.0.1:{silent.getsockname()[1]}/0", ttl=5)
+        try:
+            start = time.monotonic()
+            assert presence.workers(["default"]) is None
+            first = time.monotonic() - start
+            start = time.monotonic()
+            assert presence.workers(["default"]) is None
+            assert presence.announced_queues() == []
+            after = time.monotonic() - start
+        finally:
+            presence.close()
+    assert 0.9 <= first < 3, first
+    assert after < 0.1, after
 
 
 def test_the_announcer_follows_the_workers_queues_and_leaves_when_stopped(redis_url):

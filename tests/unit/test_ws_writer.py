@@ -29,19 +29,11 @@ from api.ws import OUTPUT_PENDING_BYTES, _Stream, _too_slow
 from api.ws_writer import SerialSocket, frame_of, text_frame
 from common.events import OUTPUT, RESYNC, LocalEventBus, RedisEventBus, Subscription, WireEvent
 from tests.faults.harness import RedisServer
+from tests.sshd import wait_until
 
 SERIAL = "J20260001.0001"
 DEADLINE = 10.0
 SMALL_BUFFER = 16 << 10
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = DEADLINE) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def _tcp_pair(small: bool = False) -> tuple[socket.socket, socket.socket]:
@@ -182,7 +174,8 @@ def test_try_send_while_another_thread_writes_waits_behind_it_untouched():
         writer = threading.Thread(target=sock.send, args=(first,))
         writer.start()
         # the writer is inside its sendall (its bytes reach the client) and stalls: the client does not read
-        assert _wait_for(lambda: bool(select.select([client], [], [], 0)[0]) and sock._lock.locked())
+        wait_until(lambda: bool(select.select([client], [], [], 0)[0]) and sock._lock.locked(),
+                   message="the blocking send to hold the lock")
         assert sock.try_send(b"second") is False
         assert sock.pending == len(b"second")
         assert _read_exactly(client, len(first)) == first  # whole, nothing cut into it
@@ -222,7 +215,7 @@ def test_a_gone_peer_never_raises_into_try_send_and_send_reports_it():
     sock = SerialSocket(server)
     client.close()
     # the first writes may still be taken by the kernel before the peer's reset comes back
-    assert _wait_for(lambda: sock.try_send(b"x" * 1000) is False)
+    wait_until(lambda: sock.try_send(b"x" * 1000) is False, message="the kernel's buffers to fill")
     with pytest.raises(OSError):
         sock.send(b"y")
     server.close()  # and a socket closed on our side (its simple-websocket thread ended)
@@ -536,7 +529,7 @@ def test_a_message_redis_has_sent_only_part_of_is_read_whole_when_redis_stalls(t
             finally:
                 probe.close()
 
-        assert _wait_for(stalled, 2.0), "the script never held Redis"
+        wait_until(stalled, 2.0, message="the script to hold Redis")
         release.set()
         received: list[dict] = []
 
@@ -544,7 +537,7 @@ def test_a_message_redis_has_sent_only_part_of_is_read_whole_when_redis_stalls(t
             received.extend(subscription.get_many(timeout=0.05))
             return sum(e["type"] != RESYNC for e in received) > len(offsets)
 
-        _wait_for(arrived)
+        wait_until(arrived, DEADLINE, message="every chunk after the stall")
         stall.join(DEADLINE)
         assert [e["type"] for e in received] == ["branch_completed"] + [OUTPUT] * len(offsets)  # no RESYNC either
         assert [e["data"]["offset"] for e in received[1:]] == offsets
