@@ -45,7 +45,9 @@ def test_queue_depth_on_rabbitmq_asks_without_declaring_anything(redis_url):
         send_batch(celery, "opsconductor.test.metrics_probe", [([n], "probe") for n in range(3)])
         depth = QueueDepth(celery, lambda: ["probe", "undeclared"])
         try:
-            assert depth.read() == {"probe": 3, "undeclared": 0}
+            # no publisher confirms: the three may still be on their way into the queue
+            wait_until(lambda: depth.read() == {"probe": 3, "undeclared": 0}, timeout=10, interval=0.05,
+                       message="the three messages to be counted")
             assert depth.read() == {"probe": 3, "undeclared": 0}  # the channel the 404 closed is replaced
         finally:
             depth.close()
